@@ -1,0 +1,532 @@
+"""ContentExporterHook: authentication, HTTP, retries, parsing and streaming downloads for the Remote API.
+
+The hook is the only place that talks HTTP synchronously; operators and sensors call its
+four methods and never see a response object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_provider_cex import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    HIDDEN_FIELDS,
+    PLACEHOLDERS,
+    RELABELING,
+    __version__,
+)
+from airflow_provider_cex.exceptions import (
+    ContentExporterError,
+    ContentExporterProtocolError,
+    ContentExporterTransientError,
+)
+from airflow_provider_cex.protocol import (
+    API_KEY_HEADER,
+    ConnectionSettings,
+    DownloadedExport,
+    ExportProgress,
+    RetryPolicy,
+    build_start_body,
+    default_filename,
+    error_for_status,
+    filename_from_content_disposition,
+    is_retryable_status,
+    origin_of,
+    parse_export_hash,
+    parse_progress,
+    parse_retry_after,
+    sanitize_filename,
+    settings_from_connection,
+    snippet,
+    validate_export_hash,
+)
+
+if TYPE_CHECKING:
+    from requests import Response
+
+__all__ = ["ContentExporterHook", "DownloadedExport", "ExportProgress"]
+
+T = TypeVar("T")
+
+#: Download chunk size: large enough that per-chunk Python overhead vanishes next to the copy.
+CHUNK_SIZE = 1024 * 1024
+#: Error and JSON bodies are read up to this size; a hostile server cannot make us buffer more.
+MAX_SMALL_BODY = 1024 * 1024
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class _RetryableFailure(Exception):
+    """One attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class ContentExporterHook(BaseHook):
+    """
+    Talk to the Content Exporter for Confluence Remote API.
+
+    The connection's password is the API key (sent as ``CEX-API-KEY`` to the application
+    origin only), its host the application URL (empty: chosen by the ``region`` extra, ``us``
+    or ``eu``). Extras: ``timeout`` (seconds, or ``[connect, read]``), ``endpoints`` (path
+    templates overriding the defaults), ``verify`` (CA bundle path; TLS is verified by default).
+
+    :param content_exporter_conn_id: Airflow connection id of type ``content_exporter``.
+    :param retry_policy: how 429, 5xx and network errors are retried (default: 4 retries,
+        exponential backoff with jitter, ``Retry-After`` honoured up to 60 s).
+    """
+
+    conn_name_attr = "content_exporter_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Content Exporter for Confluence"
+
+    def __init__(
+        self,
+        content_exporter_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.content_exporter_conn_id = content_exporter_conn_id
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._session: requests.Session | None = None
+        self._rng = random.Random()
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # ------------------------------------------------------------------ connection form (Airflow 2.11 UI)
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form in the Airflow 2 UI (Airflow 3 reads provider info)."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+
+        return {
+            "region": StringField(
+                lazy_gettext("Region"),
+                widget=BS3TextFieldWidget(),
+                description="us or eu; used when Application URL is empty",
+            ),
+            "timeout": StringField(
+                lazy_gettext("Timeout (seconds)"),
+                widget=BS3TextFieldWidget(),
+                description="read timeout of each HTTP call (default 60)",
+            ),
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel and hide standard connection fields in the Airflow 2 UI."""
+        return {"hidden_fields": HIDDEN_FIELDS, "relabeling": RELABELING, "placeholders": PLACEHOLDERS}
+
+    # ------------------------------------------------------------------ configuration
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        """The connection, read once and validated; the API key is registered with the secret masker."""
+        conn = self.get_connection(self.content_exporter_conn_id)
+        if conn.password:
+            from airflow.providers.common.compat.sdk import mask_secret
+
+            mask_secret(conn.password)
+        extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
+        settings = settings_from_connection(
+            self.content_exporter_conn_id, conn.host, conn.password, conn.port, extra
+        )
+        if settings.verify is False:
+            self.log.warning(
+                "TLS certificate verification is OFF for connection %r (extra verify=false): "
+                "point 'verify' at a CA bundle instead.",
+                self.content_exporter_conn_id,
+            )
+        return settings
+
+    @property
+    def base_url(self) -> str:
+        """The application URL this hook talks to."""
+        return self.settings.base_url
+
+    def get_conn(self) -> requests.Session:
+        """The hook's one HTTP session (created on first use, reused for every call)."""
+        if self._session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = (
+                f"airflow-provider-cex/{__version__} python-requests/{requests.__version__}"
+            )
+            session.headers["Accept"] = "application/json, text/plain;q=0.9, */*;q=0.5"
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close the HTTP session (its pooled connections)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> ContentExporterHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public API
+
+    def start_export(self, page_id: str | int, body: dict[str, Any] | None = None) -> str:
+        """Start an export of ``page_id`` (and its tree) and return the export hash.
+
+        :param page_id: Confluence page id (digits only).
+        :param body: export configuration (a JSON object); ``rootContentId`` is set to ``page_id``.
+        """
+        page, payload = build_start_body(page_id, body)
+        url = self.settings.url("start_export", page)
+        what = f"start an export of page {page}"
+        # A POST is repeated only when it surely was not processed (see _attempt_small).
+        _status, headers, raw = self._with_retries(
+            what, lambda: self._attempt_small("POST", url, what, idempotent=False, json_body=payload)
+        )
+        export_hash = parse_export_hash(raw, headers.get("Content-Type"), self.settings.api_key)
+        self.log.info("Started Content Exporter export of page %s: hash %s", page, export_hash)
+        return export_hash
+
+    def get_export_progress(self, export_hash: str) -> ExportProgress:
+        """Read the progress of an export (0-100) and whether it failed."""
+        export_hash = validate_export_hash(export_hash)
+        url = self.settings.url("export_progress", export_hash)
+        what = f"check the progress of export {export_hash}"
+        _status, _headers, raw = self._with_retries(
+            what, lambda: self._attempt_small("GET", url, what, idempotent=True)
+        )
+        try:
+            payload = json.loads(raw.decode("utf-8")) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            raise ContentExporterProtocolError(
+                f"The progress response for export {export_hash} is not JSON: "
+                f"{snippet(raw, self.settings.api_key)!r}."
+            ) from None
+        return parse_progress(export_hash, payload, self.settings.api_key)
+
+    def download_export(
+        self, export_hash: str, destination: str | os.PathLike[str], overwrite: bool = True
+    ) -> DownloadedExport:
+        """Stream the exported file to ``destination``, atomically.
+
+        ``destination`` is the file's full path, or a folder (ending in ``/`` or existing)
+        in which case the server's file name is used, sanitised. Missing folders are
+        created. The bytes go to a temporary file beside the destination, are checked
+        against ``Content-Length`` and hashed (sha256) on the way, and the file is moved
+        into place only when complete: a failed download leaves nothing behind.
+
+        :param overwrite: replace an existing file (default); ``False`` fails instead.
+        """
+        export_hash = validate_export_hash(export_hash)
+        dest = os.fspath(destination)
+        if not dest or not str(dest).strip():
+            raise ValueError("destination is empty: pass a file path or a folder ending in '/'.")
+        as_folder = dest.endswith(("/", os.sep)) or os.path.isdir(dest)
+        if not as_folder:
+            self._refuse_existing(dest, overwrite)
+        url = self.settings.url("download_export", export_hash)
+        what = f"download export {export_hash}"
+        result = self._with_retries(
+            what, lambda: self._attempt_download(url, what, export_hash, dest, as_folder, overwrite)
+        )
+        self.log.info(
+            "Downloaded export %s to %s (%d bytes, sha256 %s)",
+            export_hash,
+            result.path,
+            result.size_bytes,
+            result.sha256,
+        )
+        return result
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the application URL is reachable and the API key accepted (one request, no retries).
+
+        There is no dedicated endpoint for this, so the hook asks for the progress of a hash
+        that does not exist: 401/403 means the key was rejected, 404 means it was accepted.
+        """
+        try:
+            settings = self.settings
+            url = settings.url("export_progress", "airflow-connection-test")
+            resp = self._send("GET", url)
+            status = resp.status_code
+            resp.close()
+        except ContentExporterError as err:
+            return False, str(err)
+        except requests.exceptions.SSLError:
+            return False, (
+                f"TLS verification failed for {self.settings.base_url}: set the connection extra "
+                "'verify' to the path of your CA bundle."
+            )
+        except requests.RequestException as err:
+            return False, (
+                f"Cannot reach {self.settings.base_url} ({type(err).__name__}): check the Application "
+                "URL or region, and that this worker can reach it."
+            )
+        if status in (401, 403):
+            return False, (
+                f"{settings.base_url} is reachable but rejected the API key (HTTP {status}): generate a "
+                "new key on the Content Exporter admin page and store it as the connection password."
+            )
+        if status == 404 or status < 300:
+            return True, f"Connected to {settings.base_url}; the API key was accepted."
+        return False, f"{settings.base_url} answered HTTP {status}; the service may be down, try again later."
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """Send one request, following redirects by hand so the key goes to the application origin only."""
+        settings = self.settings
+        session = self.get_conn()
+        for _hop in range(MAX_REDIRECTS + 1):
+            request_headers = dict(headers or {})
+            if origin_of(url) == settings.origin:
+                request_headers[API_KEY_HEADER] = settings.api_key
+            resp = session.request(
+                method,
+                url,
+                json=json_body,
+                headers=request_headers,
+                timeout=(settings.connect_timeout, settings.read_timeout),
+                allow_redirects=False,
+                stream=True,
+                verify=settings.verify,
+            )
+            location = resp.headers.get("Location")
+            if resp.status_code not in _REDIRECT_STATUSES or not location:
+                return resp
+            resp.close()
+            next_url = urljoin(url, location)
+            if urlsplit(next_url).scheme not in ("http", "https"):
+                raise ContentExporterProtocolError(
+                    f"Content Exporter redirected to a non-HTTP location ({snippet(location)!r})."
+                )
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+                method, json_body = "GET", None
+            if origin_of(next_url) != settings.origin:
+                self.log.info("Following redirect to %s (without the API key)", urlsplit(next_url).netloc)
+            url = next_url
+        raise ContentExporterProtocolError(
+            f"Content Exporter redirected more than {MAX_REDIRECTS} times; stopped following "
+            f"(last location: {snippet(url, limit=120)!r})."
+        )
+
+    def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it succeeds, retrying ``_RetryableFailure`` per the retry policy."""
+        retry = 0
+        while True:
+            try:
+                return attempt()
+            except _RetryableFailure as failure:
+                retry += 1
+                wait = self.retry_policy.wait(retry, failure.retry_after, self._rng)
+                if wait is None:
+                    raise ContentExporterTransientError(self._give_up_message(what, failure, retry)) from None
+                self.log.warning(
+                    "Could not %s: %s. Retry %d of %d in %.1f s.",
+                    what,
+                    failure.reason,
+                    retry,
+                    self.retry_policy.max_retries,
+                    wait,
+                )
+                self._sleep(wait)
+
+    def _give_up_message(self, what: str, failure: _RetryableFailure, retry: int) -> str:
+        policy = self.retry_policy
+        if failure.retry_after is not None and failure.retry_after > policy.retry_after_cap:
+            return (
+                f"Could not {what}: {failure.reason}; the server asked to wait {failure.retry_after:.0f} s, "
+                f"longer than this task waits ({policy.retry_after_cap:.0f} s). The failure is transient: "
+                "let the task retry later (Airflow retries / retry_delay)."
+            )
+        return (
+            f"Could not {what} after {retry} attempts: {failure.reason}. The service may be overloaded "
+            f"or unreachable at {self.settings.base_url}; the task can be retried later."
+        )
+
+    def _check_status(self, resp: Response, what: str, url: str, idempotent: bool) -> None:
+        """Raise for a non-2xx response: retryable ones as ``_RetryableFailure``, others as final errors."""
+        status = resp.status_code
+        if 200 <= status < 300:
+            return
+        try:
+            body = self._read_capped(resp, 64 * 1024)
+        except requests.RequestException:
+            body = b""
+        finally:
+            resp.close()
+        if is_retryable_status(status, idempotent):
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+            raise _RetryableFailure(f"HTTP {status}", retry_after)
+        if status >= 500:
+            raise ContentExporterTransientError(
+                f"Content Exporter answered HTTP {status} while trying to {what}. The request may have "
+                "been processed, so it was not repeated automatically (that could start a second "
+                f"export); the task can be retried. Server said: {snippet(body, self.settings.api_key)!r}."
+            )
+        raise error_for_status(
+            status,
+            what=what,
+            url=url,
+            body=body,
+            conn_id=self.content_exporter_conn_id,
+            secret=self.settings.api_key,
+        )
+
+    def _network_failure(self, err: requests.RequestException, idempotent: bool, what: str) -> Exception:
+        """Map a requests exception to a retryable failure or a final error."""
+        reason = _describe_network_error(err)
+        if isinstance(err, requests.exceptions.SSLError):
+            return ContentExporterError(
+                f"Could not {what}: TLS verification failed for {self.settings.base_url}. If the service "
+                "uses a private CA, set the connection extra 'verify' to the CA bundle's path."
+            )
+        if idempotent or _surely_not_sent(err):
+            return _RetryableFailure(reason)
+        return ContentExporterTransientError(
+            f"Could not {what}: {reason}. The request may have reached the server, so it was not "
+            "repeated automatically (that could start a second export); the task can be retried."
+        )
+
+    def _attempt_small(
+        self, method: str, url: str, what: str, *, idempotent: bool, json_body: Any = None
+    ) -> tuple[int, Any, bytes]:
+        """One attempt of a call with a small body: returns (status, headers, body)."""
+        try:
+            resp = self._send(method, url, json_body=json_body)
+            self._check_status(resp, what, url, idempotent)
+            with resp:
+                body = self._read_capped(resp, MAX_SMALL_BODY)
+            return resp.status_code, resp.headers, body
+        except requests.RequestException as err:
+            raise self._network_failure(err, idempotent, what) from None
+
+    @staticmethod
+    def _read_capped(resp: Response, limit: int) -> bytes:
+        """Read at most ``limit`` bytes of a streamed body."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_content(chunk_size=64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+        return b"".join(chunks)[:limit]
+
+    @staticmethod
+    def _refuse_existing(path: str, overwrite: bool) -> None:
+        if not overwrite and os.path.exists(path):
+            raise FileExistsError(
+                f"{path} already exists and overwrite=False: delete it, choose another output path "
+                "(e.g. with {{ ds }} in it), or set overwrite=True."
+            )
+
+    def _attempt_download(
+        self, url: str, what: str, export_hash: str, dest: str, as_folder: bool, overwrite: bool
+    ) -> DownloadedExport:
+        """One download attempt: stream to a temp file beside the destination, verify, rename."""
+        tmp_path: str | None = None
+        try:
+            resp = self._send("GET", url, headers={"Accept-Encoding": "identity"})
+            self._check_status(resp, what, url, idempotent=True)
+            with resp:
+                content_type = resp.headers.get("Content-Type")
+                if as_folder:
+                    server_name = filename_from_content_disposition(resp.headers.get("Content-Disposition"))
+                    filename = sanitize_filename(server_name, default_filename(export_hash, content_type))
+                    final_path = os.path.join(dest, filename)
+                else:
+                    final_path = dest
+                    filename = os.path.basename(dest)
+                self._refuse_existing(final_path, overwrite)
+                folder = os.path.dirname(os.path.abspath(final_path))
+                os.makedirs(folder, exist_ok=True)
+                expected = _content_length(resp.headers.get("Content-Length"))
+                fd, tmp_path = tempfile.mkstemp(prefix=f".{filename[:60]}.", suffix=".part", dir=folder)
+                digest = hashlib.sha256()
+                size = 0
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in resp.iter_content(chunk_size=CHUNK_SIZE):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                if expected is not None and size != expected:
+                    raise _RetryableFailure(f"the download ended after {size} of {expected} bytes")
+                self._refuse_existing(final_path, overwrite)
+                os.replace(tmp_path, final_path)
+                tmp_path = None
+            return DownloadedExport(
+                path=os.path.abspath(final_path),
+                size_bytes=size,
+                sha256=digest.hexdigest(),
+                content_type=content_type,
+                filename=os.path.basename(final_path),
+            )
+        except requests.RequestException as err:
+            raise self._network_failure(err, True, what) from None
+        finally:
+            if tmp_path is not None:
+                _remove_quietly(tmp_path)
+
+
+def _content_length(value: str | None) -> int | None:
+    if value and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _surely_not_sent(err: requests.RequestException) -> bool:
+    """True when the connection was never established, so the server cannot have seen the request."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+def _describe_network_error(err: requests.RequestException) -> str:
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(err, requests.exceptions.ReadTimeout):
+        return "the server did not answer in time (read timeout)"
+    if _surely_not_sent(err):
+        return "connection refused or host unreachable"
+    if isinstance(err, requests.exceptions.ChunkedEncodingError):
+        return "the connection broke while reading the response"
+    if isinstance(err, requests.exceptions.ConnectionError):
+        return "the connection was reset"
+    return type(err).__name__
