@@ -1,0 +1,40 @@
+"""A local emulator of the Content Exporter Remote API, for tests, the demo and benchmarks (never at runtime).
+
+Only aiohttp and the standard library are imported, never Airflow or the rest of this package.
+"""
+
+from .artifacts import Artifact, build_sample_pdf, deterministic_blocks
+from .server import (
+    API_KEY_HEADER,
+    DEFAULT_ENDPOINTS,
+    DEFAULT_FAILURE_MESSAGE,
+    DEMO_API_KEY,
+    DOWNLOAD_EXPORT,
+    ENDPOINTS,
+    EXPORT_PROGRESS,
+    START_EXPORT,
+    ContentExporterEmulator,
+    ExportInfo,
+    RequestRecord,
+    is_loopback_host,
+    run_emulator,
+)
+
+__all__ = [
+    "API_KEY_HEADER",
+    "DEFAULT_ENDPOINTS",
+    "DEFAULT_FAILURE_MESSAGE",
+    "DEMO_API_KEY",
+    "DOWNLOAD_EXPORT",
+    "ENDPOINTS",
+    "EXPORT_PROGRESS",
+    "START_EXPORT",
+    "Artifact",
+    "ContentExporterEmulator",
+    "ExportInfo",
+    "RequestRecord",
+    "build_sample_pdf",
+    "deterministic_blocks",
+    "is_loopback_host",
+    "run_emulator",
+]
