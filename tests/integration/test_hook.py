@@ -205,7 +205,10 @@ def test_key_never_appears_in_logs_or_errors_across_failures(connection, caplog,
     messages = []
     with make_hook() as hook:
         wait_until_done(hook, hook.start_export("13"))
-        for call in (lambda: hook.get_export_progress("nope"), lambda: hook.download_export("nope", tmp_path)):
+        for call in (
+            lambda: hook.get_export_progress("nope"),
+            lambda: hook.download_export("nope", tmp_path),
+        ):
             with pytest.raises(Exception) as err:
                 call()
             messages.append(str(err.value))

@@ -124,7 +124,7 @@ def test_settings_repr_never_shows_the_key():
 
 
 def test_misconfigured_extra_names_the_connection():
-    with pytest.raises(ContentExporterError, match="'cex' is misconfigured.*timeout"):
+    with pytest.raises(ContentExporterError, match=r"'cex' is misconfigured.*timeout"):
         settings_from_connection("cex", "http://127.0.0.1:1", KEY, None, {"timeout": "soon"})
 
 
@@ -139,7 +139,9 @@ def test_timeout_forms():
 
 
 def test_endpoint_templates_are_validated():
-    assert parse_endpoints({"start_export": "/v2/export/{page_id}"}) == {"start_export": "/v2/export/{page_id}"}
+    assert parse_endpoints({"start_export": "/v2/export/{page_id}"}) == {
+        "start_export": "/v2/export/{page_id}"
+    }
     for bad in (
         {"unknown": "/x/{page_id}"},
         {"start_export": "v2/{page_id}"},
@@ -183,7 +185,15 @@ def test_hash_extraction_accepts_every_documented_shape(body, ctype, expected):
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{}", b'{"hash": ""}', b"[1,2]", b"null", b'{"hash": "a/b"}', b"<html>502 Bad Gateway</html>" * 40],
+    [
+        b"",
+        b"{}",
+        b'{"hash": ""}',
+        b"[1,2]",
+        b"null",
+        b'{"hash": "a/b"}',
+        b"<html>502 Bad Gateway</html>" * 40,
+    ],
 )
 def test_hash_extraction_rejects_anything_else_quoting_at_most_200_characters(body):
     with pytest.raises(ContentExporterProtocolError) as err:
@@ -254,7 +264,9 @@ def test_unreadable_progress_is_a_protocol_error(payload):
         parse_progress("h", payload)
 
 
-@given(st.dictionaries(st.text(max_size=15), st.none() | st.booleans() | st.integers() | st.floats() | st.text()))
+@given(
+    st.dictionaries(st.text(max_size=15), st.none() | st.booleans() | st.integers() | st.floats() | st.text())
+)
 @settings(max_examples=300, deadline=None)
 def test_progress_parser_either_reads_a_value_in_range_or_raises_a_protocol_error(payload):
     try:

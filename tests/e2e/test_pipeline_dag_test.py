@@ -1,0 +1,214 @@
+"""The export pipeline in real Airflow (dag.test() on a migrated metadata DB) against the emulator.
+
+Each test asserts what a user would see in the UI: the DagRun state, each task's state and
+try number, the file on disk, and the emulator's request counters (no export started twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+from airflow.providers.common.compat.sdk import DAG
+
+from airflow_provider_cex.operators.content_exporter import (
+    ContentExporterDownloadExportOperator,
+    ContentExporterStartExportOperator,
+)
+from airflow_provider_cex.sensors.content_exporter import ContentExporterExportSensor
+from tests.conftest import API_KEY
+from tests.e2e.conftest import load_example_dag, run_dag, task_states
+
+LOGICAL_DATE = pendulum.datetime(2026, 11, 26, tz="UTC")
+
+
+def pipeline_dag(
+    dag_id: str,
+    output: Path | str,
+    *,
+    page_id: str = "{{ dag_run.conf['page_id'] }}",
+    export_body: object = None,
+    template_searchpath: str | None = None,
+    sensor_kwargs: dict | None = None,
+    overwrite: bool = True,
+) -> DAG:
+    """start >> sensor >> download with task retries on, as a production DAG would have."""
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
+        template_searchpath=template_searchpath,
+    ) as dag:
+        start = ContentExporterStartExportOperator(
+            task_id="start_export", page_id=page_id, export_body=export_body
+        )
+        wait = ContentExporterExportSensor(
+            task_id="wait_for_export",
+            export_hash=start.output,
+            **{"poke_interval": 1, **(sensor_kwargs or {})},
+        )
+        download = ContentExporterDownloadExportOperator(
+            task_id="download_export", export_hash=start.output, output_path=str(output), overwrite=overwrite
+        )
+        wait >> download
+    return dag
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def reschedule_count(dag_run, task_id: str) -> int:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return (
+            session.query(TaskReschedule)
+            .join(TaskInstance, TaskInstance.id == TaskReschedule.ti_id)
+            .filter(TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id)
+            .count()
+        )
+
+
+# --------------------------------------------------------------------------- the example DAGs
+
+
+def test_example_dag_exports_a_page_to_a_byte_identical_file(
+    airflow_db, connection, tmp_path, monkeypatch, capfd
+):
+    connection.export_seconds = 2.5  # long enough for the sensor to be rescheduled at least once
+    monkeypatch.setenv("AIRFLOW_VAR_CEX_OUTPUT_DIR", str(tmp_path))
+    dag = load_example_dag("example_content_exporter", "example_content_exporter.py")
+    dag.get_task("wait_for_export").poke_interval = 1  # the DAG's 30 s would only slow the test
+
+    dag_run = run_dag(dag, {"page_id": "555"}, logical_date=LOGICAL_DATE)
+
+    assert dag_run.state == "success"
+    assert task_states(dag_run) == {
+        "start_export": ("success", 1),
+        "wait_for_export": ("success", 1),
+        "download_export": ("success", 1),
+    }
+    landed = tmp_path / "2026-11-26" / "page-555.pdf"
+    assert sha256(landed) == connection.artifact_sha256
+    assert reschedule_count(dag_run, "wait_for_export") >= 1  # the worker slot was released between pokes
+    assert connection.counts["start_export"] == 1
+    body = next(iter(connection.exports.values())).body
+    assert body["rootContentId"] == "555" and body["title"] == "example_content_exporter export of 2026-11-26"
+    output = capfd.readouterr().out
+    assert "export " in output and "%" in output  # progress lines in the task log
+    assert API_KEY not in output
+
+
+def test_many_pages_example_exports_each_page_once(airflow_db, connection, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_CEX_OUTPUT_DIR", str(tmp_path))
+    dag = load_example_dag("example_content_exporter_many_pages", "example_content_exporter_many_pages.py")
+    dag_run = run_dag(dag, {"page_ids": ["11", "12", "13"]}, logical_date=LOGICAL_DATE)
+
+    assert dag_run.state == "success"
+    files = sorted(p.name for p in (tmp_path / "2026-11-26").iterdir())
+    assert files == ["page-11.pdf", "page-12.pdf", "page-13.pdf"]
+    assert all(sha256(tmp_path / "2026-11-26" / f) == connection.artifact_sha256 for f in files)
+    assert connection.counts["start_export"] == 3
+    assert sorted(e.page_id for e in connection.exports.values()) == ["11", "12", "13"]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_failed_export_fails_the_sensor_once_without_retries(airflow_db, connection, tmp_path, capfd):
+    connection.fail_pages(["666"], message="Page tree too large to render")
+    dag_run = run_dag(pipeline_dag("cex_failed_export", tmp_path / "f.pdf"), {"page_id": "666"}, LOGICAL_DATE)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed"
+    assert states["wait_for_export"] == ("failed", 1)  # retries=2, yet one try: retrying cannot help
+    assert states["download_export"][0] == "upstream_failed"
+    assert connection.counts["start_export"] == 1 and connection.counts["download_export"] == 0
+    assert "Page tree too large to render" in capfd.readouterr().out
+    assert not (tmp_path / "f.pdf").exists()
+
+
+def test_failed_export_with_soft_fail_skips(airflow_db, connection, tmp_path):
+    connection.fail_pages(["667"])
+    dag = pipeline_dag("cex_soft_fail", tmp_path / "f.pdf", sensor_kwargs={"soft_fail": True})
+    dag_run = run_dag(dag, {"page_id": "667"}, LOGICAL_DATE)
+    states = task_states(dag_run)
+    assert states["wait_for_export"] == ("skipped", 1) and states["download_export"][0] == "skipped"
+
+
+def test_export_that_never_finishes_ends_in_a_sensor_timeout(airflow_db, connection, tmp_path, capfd):
+    connection.export_seconds = 3600
+    dag = pipeline_dag("cex_timeout", tmp_path / "f.pdf", sensor_kwargs={"timeout": 3})
+    dag_run = run_dag(dag, {"page_id": "1"}, LOGICAL_DATE)
+    states = task_states(dag_run)
+    assert dag_run.state == "failed"
+    assert states["wait_for_export"][0] == "failed" and states["download_export"][0] == "upstream_failed"
+    assert "timed out" in capfd.readouterr().out
+
+
+def test_a_60_second_outage_of_progress_does_not_fail_a_longer_export(
+    airflow_db, connection, tmp_path, capfd
+):
+    connection.export_seconds = 70
+    connection.outage("export_progress", seconds=60, status=503)
+    dag = pipeline_dag("cex_outage", tmp_path / "f.pdf", sensor_kwargs={"poke_interval": 5, "timeout": 300})
+    dag_run = run_dag(dag, {"page_id": "2"}, LOGICAL_DATE)
+
+    assert dag_run.state == "success"
+    assert task_states(dag_run)["wait_for_export"] == ("success", 1)
+    assert sha256(tmp_path / "f.pdf") == connection.artifact_sha256
+    assert connection.counts["start_export"] == 1
+    output = capfd.readouterr().out
+    assert "will check again" in output and API_KEY not in output
+
+
+# --------------------------------------------------------------------------- bad input starts no export
+
+
+def test_bad_page_id_fails_clearly_and_starts_no_export(airflow_db, connection, tmp_path, capfd):
+    dag_run = run_dag(pipeline_dag("cex_bad_page", tmp_path / "f.pdf"), {"page_id": "12a"}, LOGICAL_DATE)
+    assert task_states(dag_run)["start_export"] == ("failed", 1)
+    assert sum(connection.counts.values()) == 0
+    assert "page_id must contain digits only" in capfd.readouterr().out
+
+
+def test_bad_export_body_file_fails_clearly_and_starts_no_export(airflow_db, connection, tmp_path, capfd):
+    (tmp_path / "broken.json").write_text('{"exportFormat": "pdf",,}')
+    dag = pipeline_dag(
+        "cex_bad_body", tmp_path / "f.pdf", export_body="broken.json", template_searchpath=str(tmp_path)
+    )
+    dag_run = run_dag(dag, {"page_id": "3"}, LOGICAL_DATE)
+    assert task_states(dag_run)["start_export"] == ("failed", 1)
+    assert sum(connection.counts.values()) == 0
+    output = capfd.readouterr().out
+    assert "broken.json" in output and "is not valid JSON" in output
+
+
+def test_existing_file_with_overwrite_false_fails_without_downloading(
+    airflow_db, connection, tmp_path, capfd
+):
+    existing = tmp_path / "report.pdf"
+    existing.write_bytes(b"last week's report")
+    dag = pipeline_dag("cex_no_overwrite", existing, overwrite=False)
+    dag_run = run_dag(dag, {"page_id": "4"}, LOGICAL_DATE)
+    assert task_states(dag_run)["download_export"] == ("failed", 1)
+    assert connection.counts["download_export"] == 0
+    assert existing.read_bytes() == b"last week's report"
+    assert "overwrite=False" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("output", ["{{ ds }}/", "nested/{{ ds }}/report.pdf"])
+def test_download_path_templates_render_relative_to_the_output(airflow_db, connection, tmp_path, output):
+    dag = pipeline_dag("cex_templated_output", f"{tmp_path}/{output}")
+    dag_run = run_dag(dag, {"page_id": "5"}, LOGICAL_DATE)
+    assert dag_run.state == "success"
+    expected = tmp_path / output.replace("{{ ds }}", "2026-11-26")
+    landed = expected / "page-5.pdf" if output.endswith("/") else expected
+    assert sha256(landed) == connection.artifact_sha256
