@@ -58,6 +58,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_cex.sensors.content_exporter"],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "Content Exporter for Confluence",
+                "python-modules": ["airflow_provider_cex.triggers.content_exporter"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -12,6 +12,7 @@ import math
 import mimetypes
 import random
 import re
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from email.message import Message
@@ -25,6 +26,7 @@ from airflow_provider_cex.exceptions import (
     ContentExporterError,
     ContentExporterNotFoundError,
     ContentExporterProtocolError,
+    ContentExporterTransientError,
 )
 
 API_KEY_HEADER = "CEX-API-KEY"
@@ -472,6 +474,54 @@ RETRY_IDEMPOTENT = frozenset({500, 502, 504})
 
 def is_retryable_status(status: int, idempotent: bool) -> bool:
     return status in RETRY_ALWAYS or (idempotent and status in RETRY_IDEMPOTENT)
+
+
+class RetryableFailure(Exception):
+    """One attempt failed in a way another attempt may fix (raised inside a transport's retry loop)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def failure_for_status(
+    status: int,
+    *,
+    idempotent: bool,
+    retry_after: str | None,
+    what: str,
+    url: str,
+    body: bytes | str | None,
+    conn_id: str,
+    secret: str | None,
+) -> Exception:
+    """The exception for a non-2xx answer: ``RetryableFailure`` when another attempt is safe and useful."""
+    if is_retryable_status(status, idempotent):
+        return RetryableFailure(f"HTTP {status}", parse_retry_after(retry_after, time.time()))
+    if status >= 500:
+        return ContentExporterTransientError(
+            f"Content Exporter answered HTTP {status} while trying to {what}. The request may have "
+            "been processed, so it was not repeated automatically (that could start a second "
+            f"export); the task can be retried. Server said: {snippet(body, secret)!r}."
+        )
+    return error_for_status(status, what=what, url=url, body=body, conn_id=conn_id, secret=secret)
+
+
+def give_up_message(
+    what: str, failure: RetryableFailure, attempts: int, policy: RetryPolicy, base_url: str
+) -> str:
+    """Why retrying stopped, for the ``ContentExporterTransientError`` a transport raises."""
+    if failure.retry_after is not None and failure.retry_after > policy.retry_after_cap:
+        return (
+            f"Could not {what}: {failure.reason}; the server asked to wait {failure.retry_after:.0f} s, "
+            f"longer than this task waits ({policy.retry_after_cap:.0f} s). The failure is transient: "
+            "let the task retry later (Airflow retries / retry_delay)."
+        )
+    return (
+        f"Could not {what} after {attempts} attempts: {failure.reason}. The service may be overloaded "
+        f"or unreachable at {base_url}; the task can be retried later."
+    )
 
 
 def error_for_status(

@@ -39,16 +39,16 @@ from airflow_provider_cex.protocol import (
     ConnectionSettings,
     DownloadedExport,
     ExportProgress,
+    RetryableFailure,
     RetryPolicy,
     build_start_body,
     default_filename,
-    error_for_status,
+    failure_for_status,
     filename_from_content_disposition,
-    is_retryable_status,
+    give_up_message,
     origin_of,
     parse_export_hash,
     parse_progress,
-    parse_retry_after,
     sanitize_filename,
     settings_from_connection,
     snippet,
@@ -58,7 +58,7 @@ from airflow_provider_cex.protocol import (
 if TYPE_CHECKING:
     from requests import Response
 
-__all__ = ["ContentExporterHook", "DownloadedExport", "ExportProgress"]
+__all__ = ["ContentExporterAsyncHook", "ContentExporterHook", "DownloadedExport", "ExportProgress"]
 
 T = TypeVar("T")
 
@@ -68,15 +68,6 @@ CHUNK_SIZE = 1024 * 1024
 MAX_SMALL_BODY = 1024 * 1024
 MAX_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-
-
-class _RetryableFailure(Exception):
-    """One attempt failed in a way that another attempt may fix."""
-
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class ContentExporterHook(BaseHook):
@@ -339,16 +330,18 @@ class ContentExporterHook(BaseHook):
         )
 
     def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` until it succeeds, retrying ``_RetryableFailure`` per the retry policy."""
+        """Run ``attempt`` until it succeeds, retrying ``RetryableFailure`` per the retry policy."""
         retry = 0
         while True:
             try:
                 return attempt()
-            except _RetryableFailure as failure:
+            except RetryableFailure as failure:
                 retry += 1
                 wait = self.retry_policy.wait(retry, failure.retry_after, self._rng)
                 if wait is None:
-                    raise ContentExporterTransientError(self._give_up_message(what, failure, retry)) from None
+                    raise ContentExporterTransientError(
+                        give_up_message(what, failure, retry, self.retry_policy, self.settings.base_url)
+                    ) from None
                 self.log.warning(
                     "Could not %s: %s. Retry %d of %d in %.1f s.",
                     what,
@@ -359,21 +352,8 @@ class ContentExporterHook(BaseHook):
                 )
                 self._sleep(wait)
 
-    def _give_up_message(self, what: str, failure: _RetryableFailure, retry: int) -> str:
-        policy = self.retry_policy
-        if failure.retry_after is not None and failure.retry_after > policy.retry_after_cap:
-            return (
-                f"Could not {what}: {failure.reason}; the server asked to wait {failure.retry_after:.0f} s, "
-                f"longer than this task waits ({policy.retry_after_cap:.0f} s). The failure is transient: "
-                "let the task retry later (Airflow retries / retry_delay)."
-            )
-        return (
-            f"Could not {what} after {retry} attempts: {failure.reason}. The service may be overloaded "
-            f"or unreachable at {self.settings.base_url}; the task can be retried later."
-        )
-
     def _check_status(self, resp: Response, what: str, url: str, idempotent: bool) -> None:
-        """Raise for a non-2xx response: retryable ones as ``_RetryableFailure``, others as final errors."""
+        """Raise for a non-2xx response: retryable ones as ``RetryableFailure``, others as final errors."""
         status = resp.status_code
         if 200 <= status < 300:
             return
@@ -383,17 +363,10 @@ class ContentExporterHook(BaseHook):
             body = b""
         finally:
             resp.close()
-        if is_retryable_status(status, idempotent):
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
-            raise _RetryableFailure(f"HTTP {status}", retry_after)
-        if status >= 500:
-            raise ContentExporterTransientError(
-                f"Content Exporter answered HTTP {status} while trying to {what}. The request may have "
-                "been processed, so it was not repeated automatically (that could start a second "
-                f"export); the task can be retried. Server said: {snippet(body, self.settings.api_key)!r}."
-            )
-        raise error_for_status(
+        raise failure_for_status(
             status,
+            idempotent=idempotent,
+            retry_after=resp.headers.get("Retry-After"),
             what=what,
             url=url,
             body=body,
@@ -410,7 +383,7 @@ class ContentExporterHook(BaseHook):
                 "uses a private CA, set the connection extra 'verify' to the CA bundle's path."
             )
         if idempotent or _surely_not_sent(err):
-            return _RetryableFailure(reason)
+            return RetryableFailure(reason)
         return ContentExporterTransientError(
             f"Could not {what}: {reason}. The request may have reached the server, so it was not "
             "repeated automatically (that could start a second export); the task can be retried."
@@ -479,7 +452,7 @@ class ContentExporterHook(BaseHook):
                         digest.update(chunk)
                         size += len(chunk)
                 if expected is not None and size != expected:
-                    raise _RetryableFailure(f"the download ended after {size} of {expected} bytes")
+                    raise RetryableFailure(f"the download ended after {size} of {expected} bytes")
                 self._refuse_existing(final_path, overwrite)
                 os.replace(tmp_path, final_path)
                 tmp_path = None
@@ -530,3 +503,160 @@ def _describe_network_error(err: requests.RequestException) -> str:
     if isinstance(err, requests.exceptions.ConnectionError):
         return "the connection was reset"
     return type(err).__name__
+
+
+class ContentExporterAsyncHook(BaseHook):
+    """
+    Non-blocking twin of :class:`ContentExporterHook` for triggers: progress polling over aiohttp.
+
+    One ``aiohttp.ClientSession`` lives as long as the ``async with`` block (a trigger's whole
+    life), so a poll reuses a kept-alive connection instead of paying for a new session. The
+    contract (URLs, parsing, failure detection, retry policy, key handling) is the same
+    :mod:`airflow_provider_cex.protocol` the sync hook uses; only the transport differs.
+
+    :param content_exporter_conn_id: Airflow connection id of type ``content_exporter``.
+    :param retry_policy: as for :class:`ContentExporterHook`.
+    """
+
+    def __init__(
+        self,
+        content_exporter_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.content_exporter_conn_id = content_exporter_conn_id
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.settings: ConnectionSettings | None = None
+        self._session: Any = None  # aiohttp.ClientSession, imported lazily (aiohttp costs ~100 ms)
+        self._ssl: Any = True
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> ContentExporterAsyncHook:
+        import aiohttp
+        from airflow.providers.common.compat.connection import get_async_connection
+
+        conn = await get_async_connection(self.content_exporter_conn_id)
+        # Airflow >= 3.3.2 masks extras asynchronously; the sync property would block the loop there.
+        extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
+        self.settings = settings_from_connection(
+            self.content_exporter_conn_id, conn.host, conn.password, conn.port, extra or {}
+        )
+        if isinstance(self.settings.verify, str):
+            import ssl
+
+            self._ssl = ssl.create_default_context(cafile=self.settings.verify)
+        else:
+            self._ssl = self.settings.verify
+        self._session = aiohttp.ClientSession(
+            headers={
+                "User-Agent": f"airflow-provider-cex/{__version__} aiohttp/{aiohttp.__version__}",
+                "Accept": "application/json, text/plain;q=0.9, */*;q=0.5",
+            },
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
+            ),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session (also on cancellation: ``async with`` runs this in ``finally``)."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def get_export_progress(self, export_hash: str) -> ExportProgress:
+        """Read the progress of an export, retrying transient failures with ``asyncio.sleep``."""
+        import asyncio
+
+        if self.settings is None or self._session is None:
+            raise RuntimeError("use ContentExporterAsyncHook in 'async with'")
+        export_hash = validate_export_hash(export_hash)
+        url = self.settings.url("export_progress", export_hash)
+        what = f"check the progress of export {export_hash}"
+        retry = 0
+        while True:
+            try:
+                raw = await self._get_small(url, what)
+                break
+            except RetryableFailure as failure:
+                retry += 1
+                wait = self.retry_policy.wait(retry, failure.retry_after, self._rng)
+                if wait is None:
+                    raise ContentExporterTransientError(
+                        give_up_message(what, failure, retry, self.retry_policy, self.settings.base_url)
+                    ) from None
+                self.log.warning("Could not %s: %s. Retry %d in %.1f s.", what, failure.reason, retry, wait)
+                await asyncio.sleep(wait)
+        try:
+            payload = json.loads(raw.decode("utf-8")) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            raise ContentExporterProtocolError(
+                f"The progress response for export {export_hash} is not JSON: "
+                f"{snippet(raw, self.settings.api_key)!r}."
+            ) from None
+        return parse_progress(export_hash, payload, self.settings.api_key)
+
+    async def _get_small(self, url: str, what: str) -> bytes:
+        """One GET attempt, redirects followed by hand (the key goes to the application origin only)."""
+        import asyncio
+
+        import aiohttp
+
+        assert self.settings is not None
+        settings = self.settings
+        try:
+            for _hop in range(MAX_REDIRECTS + 1):
+                headers = {API_KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
+                async with self._session.get(
+                    url, headers=headers, allow_redirects=False, ssl=self._ssl
+                ) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in _REDIRECT_STATUSES and location:
+                        url = urljoin(url, location)
+                        if urlsplit(url).scheme not in ("http", "https"):
+                            raise ContentExporterProtocolError(
+                                f"Content Exporter redirected to a non-HTTP location ({snippet(location)!r})."
+                            )
+                        continue
+                    body = bytearray()
+                    async for chunk in resp.content.iter_chunked(64 * 1024):
+                        body += chunk
+                        if len(body) >= MAX_SMALL_BODY:
+                            break
+                    if not 200 <= resp.status < 300:
+                        raise failure_for_status(
+                            resp.status,
+                            idempotent=True,
+                            retry_after=resp.headers.get("Retry-After"),
+                            what=what,
+                            url=url,
+                            body=bytes(body),
+                            conn_id=self.content_exporter_conn_id,
+                            secret=settings.api_key,
+                        )
+                    return bytes(body)
+        except aiohttp.ClientSSLError:
+            raise ContentExporterError(
+                f"Could not {what}: TLS verification failed for {settings.base_url}. If the service "
+                "uses a private CA, set the connection extra 'verify' to the CA bundle's path."
+            ) from None
+        except aiohttp.ClientConnectorError:
+            raise RetryableFailure("connection refused or host unreachable") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise RetryableFailure(_describe_async_error(err)) from None
+        raise ContentExporterProtocolError(
+            f"Content Exporter redirected more than {MAX_REDIRECTS} times; stopped following."
+        )
+
+
+def _describe_async_error(err: BaseException) -> str:
+    import asyncio
+
+    if isinstance(err, asyncio.TimeoutError):
+        return "the server did not answer in time (read timeout)"
+    return f"the connection broke ({type(err).__name__})"

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseSensorOperator
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    conf,
+)
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 
@@ -32,8 +39,14 @@ class ContentExporterExportSensor(BaseSensorOperator):
     the service that outlasts the hook's retries is logged and treated as "not done yet", so
     only the sensor's own ``timeout`` ends the wait.
 
+    With ``deferrable=True`` (default: ``[operators] default_deferrable``) the sensor checks
+    once, then hands polling to :class:`~airflow_provider_cex.triggers.content_exporter.
+    ContentExporterExportTrigger` in the triggerer and frees its worker slot entirely; the
+    outcomes are the same as in reschedule mode.
+
     :param export_hash: the hash returned by :class:`ContentExporterStartExportOperator`. Templated.
     :param content_exporter_conn_id: connection of type ``content_exporter``.
+    :param deferrable: poll from the triggerer instead of a worker (needs a running triggerer).
     """
 
     template_fields: Sequence[str] = ("export_hash",)
@@ -47,11 +60,58 @@ class ContentExporterExportSensor(BaseSensorOperator):
         mode: str = "reschedule",
         poke_interval: timedelta | float = DEFAULT_POKE_INTERVAL,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, **kwargs)
         self.export_hash = export_hash
         self.content_exporter_conn_id = content_exporter_conn_id
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        try:
+            if self.poke(context):  # an export already done needs no trigger
+                return None
+        except AirflowFailException as err:
+            if self.soft_fail:
+                raise AirflowSkipException(f"Skipping (soft_fail): {err}") from err
+            raise
+        import time
+
+        from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
+
+        self.defer(
+            trigger=ContentExporterExportTrigger(
+                export_hash=self.export_hash,
+                end_time=time.time() + self.timeout,
+                content_exporter_conn_id=self.content_exporter_conn_id,
+                poll_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+        )
+        return None
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
+        """Map the trigger's one event to the same outcome poke/reschedule mode would have."""
+        from airflow_provider_cex.triggers.content_exporter import EVENT_STATUSES, FAILED, SUCCESS, TIMEOUT
+
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise AirflowException(
+                f"{self.task_id}: the Content Exporter trigger sent an unexpected event {event!r}; "
+                "expected a status among " + ", ".join(sorted(EVENT_STATUSES)) + "."
+            )
+        status, message = event["status"], event.get("message")
+        export_hash = event.get("export_hash", self.export_hash)
+        if status == SUCCESS:
+            self.log.info("export %s: %g%%, complete", export_hash, event.get("progress", 100))
+            return
+        if status == FAILED:
+            raise AirflowFailException(f"Content Exporter export {export_hash} failed: {message}")
+        if status == TIMEOUT:
+            raise AirflowSensorTimeout(f"Sensor has timed out: {message}")
+        raise AirflowException(f"Content Exporter export {export_hash}: {message}")
 
     def poke(self, context: Context) -> bool:
         from airflow_provider_cex.exceptions import ContentExporterTransientError

@@ -58,6 +58,17 @@ def pipeline_dag(
     return dag
 
 
+@pytest.fixture
+def task_log(capfd, caplog):
+    """What dag.test() showed: task logs go to stdout/stderr (unmasked), some through stdlib logging."""
+
+    def read() -> str:
+        captured = capfd.readouterr()
+        return captured.out + captured.err + caplog.text
+
+    return read
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -80,7 +91,7 @@ def reschedule_count(dag_run, task_id: str) -> int:
 
 
 def test_example_dag_exports_a_page_to_a_byte_identical_file(
-    airflow_db, connection, tmp_path, monkeypatch, capfd
+    airflow_db, connection, tmp_path, monkeypatch, task_log
 ):
     connection.export_seconds = 2.5  # long enough for the sensor to be rescheduled at least once
     monkeypatch.setenv("AIRFLOW_VAR_CEX_OUTPUT_DIR", str(tmp_path))
@@ -101,7 +112,7 @@ def test_example_dag_exports_a_page_to_a_byte_identical_file(
     assert connection.counts["start_export"] == 1
     body = next(iter(connection.exports.values())).body
     assert body["rootContentId"] == "555" and body["title"] == "example_content_exporter export of 2026-11-26"
-    output = capfd.readouterr().out
+    output = task_log()
     assert "export " in output and "%" in output  # progress lines in the task log
     assert API_KEY not in output
 
@@ -122,7 +133,7 @@ def test_many_pages_example_exports_each_page_once(airflow_db, connection, tmp_p
 # --------------------------------------------------------------------------- failures
 
 
-def test_failed_export_fails_the_sensor_once_without_retries(airflow_db, connection, tmp_path, capfd):
+def test_failed_export_fails_the_sensor_once_without_retries(airflow_db, connection, tmp_path, task_log):
     connection.fail_pages(["666"], message="Page tree too large to render")
     dag_run = run_dag(pipeline_dag("cex_failed_export", tmp_path / "f.pdf"), {"page_id": "666"}, LOGICAL_DATE)
 
@@ -131,7 +142,7 @@ def test_failed_export_fails_the_sensor_once_without_retries(airflow_db, connect
     assert states["wait_for_export"] == ("failed", 1)  # retries=2, yet one try: retrying cannot help
     assert states["download_export"][0] == "upstream_failed"
     assert connection.counts["start_export"] == 1 and connection.counts["download_export"] == 0
-    assert "Page tree too large to render" in capfd.readouterr().out
+    assert "Page tree too large to render" in task_log()
     assert not (tmp_path / "f.pdf").exists()
 
 
@@ -143,18 +154,18 @@ def test_failed_export_with_soft_fail_skips(airflow_db, connection, tmp_path):
     assert states["wait_for_export"] == ("skipped", 1) and states["download_export"][0] == "skipped"
 
 
-def test_export_that_never_finishes_ends_in_a_sensor_timeout(airflow_db, connection, tmp_path, capfd):
+def test_export_that_never_finishes_ends_in_a_sensor_timeout(airflow_db, connection, tmp_path, task_log):
     connection.export_seconds = 3600
     dag = pipeline_dag("cex_timeout", tmp_path / "f.pdf", sensor_kwargs={"timeout": 3})
     dag_run = run_dag(dag, {"page_id": "1"}, LOGICAL_DATE)
     states = task_states(dag_run)
     assert dag_run.state == "failed"
     assert states["wait_for_export"][0] == "failed" and states["download_export"][0] == "upstream_failed"
-    assert "timed out" in capfd.readouterr().out
+    assert "timed out" in task_log()
 
 
 def test_a_60_second_outage_of_progress_does_not_fail_a_longer_export(
-    airflow_db, connection, tmp_path, capfd
+    airflow_db, connection, tmp_path, task_log
 ):
     connection.export_seconds = 70
     connection.outage("export_progress", seconds=60, status=503)
@@ -165,21 +176,21 @@ def test_a_60_second_outage_of_progress_does_not_fail_a_longer_export(
     assert task_states(dag_run)["wait_for_export"] == ("success", 1)
     assert sha256(tmp_path / "f.pdf") == connection.artifact_sha256
     assert connection.counts["start_export"] == 1
-    output = capfd.readouterr().out
+    output = task_log()
     assert "will check again" in output and API_KEY not in output
 
 
 # --------------------------------------------------------------------------- bad input starts no export
 
 
-def test_bad_page_id_fails_clearly_and_starts_no_export(airflow_db, connection, tmp_path, capfd):
+def test_bad_page_id_fails_clearly_and_starts_no_export(airflow_db, connection, tmp_path, task_log):
     dag_run = run_dag(pipeline_dag("cex_bad_page", tmp_path / "f.pdf"), {"page_id": "12a"}, LOGICAL_DATE)
     assert task_states(dag_run)["start_export"] == ("failed", 1)
     assert sum(connection.counts.values()) == 0
-    assert "page_id must contain digits only" in capfd.readouterr().out
+    assert "page_id must contain digits only" in task_log()
 
 
-def test_bad_export_body_file_fails_clearly_and_starts_no_export(airflow_db, connection, tmp_path, capfd):
+def test_bad_export_body_file_fails_clearly_and_starts_no_export(airflow_db, connection, tmp_path, task_log):
     (tmp_path / "broken.json").write_text('{"exportFormat": "pdf",,}')
     dag = pipeline_dag(
         "cex_bad_body", tmp_path / "f.pdf", export_body="broken.json", template_searchpath=str(tmp_path)
@@ -187,12 +198,12 @@ def test_bad_export_body_file_fails_clearly_and_starts_no_export(airflow_db, con
     dag_run = run_dag(dag, {"page_id": "3"}, LOGICAL_DATE)
     assert task_states(dag_run)["start_export"] == ("failed", 1)
     assert sum(connection.counts.values()) == 0
-    output = capfd.readouterr().out
+    output = task_log()
     assert "broken.json" in output and "is not valid JSON" in output
 
 
 def test_existing_file_with_overwrite_false_fails_without_downloading(
-    airflow_db, connection, tmp_path, capfd
+    airflow_db, connection, tmp_path, task_log
 ):
     existing = tmp_path / "report.pdf"
     existing.write_bytes(b"last week's report")
@@ -201,7 +212,7 @@ def test_existing_file_with_overwrite_false_fails_without_downloading(
     assert task_states(dag_run)["download_export"] == ("failed", 1)
     assert connection.counts["download_export"] == 0
     assert existing.read_bytes() == b"last week's report"
-    assert "overwrite=False" in capfd.readouterr().out
+    assert "overwrite=False" in task_log()
 
 
 @pytest.mark.parametrize("output", ["{{ ds }}/", "nested/{{ ds }}/report.pdf"])
@@ -212,3 +223,41 @@ def test_download_path_templates_render_relative_to_the_output(airflow_db, conne
     expected = tmp_path / output.replace("{{ ds }}", "2026-11-26")
     landed = expected / "page-5.pdf" if output.endswith("/") else expected
     assert sha256(landed) == connection.artifact_sha256
+
+
+# --------------------------------------------------------------------------- deferrable sensor
+
+
+def test_example_dag_with_a_deferrable_sensor_succeeds(
+    airflow_db, connection, tmp_path, monkeypatch, task_log
+):
+    connection.export_seconds = 2.5  # not done at the check before deferring: the trigger must finish it
+    monkeypatch.setenv("AIRFLOW_VAR_CEX_OUTPUT_DIR", str(tmp_path))
+    dag = load_example_dag("example_content_exporter", "example_content_exporter.py")
+    sensor = dag.get_task("wait_for_export")
+    sensor.deferrable, sensor.poke_interval = True, 1
+
+    dag_run = run_dag(dag, {"page_id": "777"}, logical_date=LOGICAL_DATE)
+
+    assert dag_run.state == "success"
+    assert sha256(tmp_path / "2026-11-26" / "page-777.pdf") == connection.artifact_sha256
+    output = task_log()
+    assert "Pausing task as DEFERRED" in output and "Trigger completed" in output
+    assert "ContentExporterExportTrigger" in output  # progress was polled by the trigger
+    assert connection.counts["export_progress"] >= 2 and API_KEY not in output
+
+
+def test_failed_export_fails_the_deferred_sensor_once_without_retries(
+    airflow_db, connection, tmp_path, task_log
+):
+    connection.export_seconds = 2
+    connection.fail_pages(["668"], message="Attachment too large")
+    dag = pipeline_dag("cex_deferred_failed", tmp_path / "f.pdf", sensor_kwargs={"deferrable": True})
+    dag_run = run_dag(dag, {"page_id": "668"}, LOGICAL_DATE)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed"
+    assert states["wait_for_export"] == ("failed", 1)
+    assert states["download_export"][0] == "upstream_failed"
+    output = task_log()
+    assert "Pausing task as DEFERRED" in output and "Attachment too large" in output

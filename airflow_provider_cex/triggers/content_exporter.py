@@ -1,0 +1,99 @@
+"""Trigger that polls a Content Exporter export from the triggerer, for the deferrable sensor.
+
+Thousands of these share one event loop, so ``run`` never blocks: aiohttp with one session
+per trigger, ``asyncio.sleep`` between polls, and the connection looked up asynchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp  # noqa: F401 - imported here, not inside run(), so no import ever blocks the event loop
+from airflow.providers.common.compat.connection import get_async_connection  # noqa: F401 - same reason
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_cex import DEFAULT_CONN_ID
+from airflow_provider_cex.exceptions import ContentExporterError, ContentExporterTransientError
+from airflow_provider_cex.hooks.content_exporter import ContentExporterAsyncHook
+
+#: Event statuses, each mapped by the sensor's ``execute_complete`` to one outcome.
+SUCCESS, FAILED, TIMEOUT, ERROR = "success", "failed", "timeout", "error"
+EVENT_STATUSES = frozenset({SUCCESS, FAILED, TIMEOUT, ERROR})
+
+
+class ContentExporterExportTrigger(BaseTrigger):
+    """
+    Poll an export's progress until it completes, fails, or the deadline passes; fire one event.
+
+    :param export_hash: the export to watch.
+    :param content_exporter_conn_id: connection of type ``content_exporter``.
+    :param poll_interval: seconds between polls.
+    :param end_time: absolute deadline (Unix timestamp), so a triggerer restart does not reset it.
+    """
+
+    def __init__(
+        self,
+        export_hash: str,
+        end_time: float,
+        content_exporter_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.export_hash = export_hash
+        self.end_time = float(end_time)
+        self.content_exporter_conn_id = content_exporter_conn_id
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "export_hash": self.export_hash,
+                "end_time": self.end_time,
+                "content_exporter_conn_id": self.content_exporter_conn_id,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    def _event(self, status: str, **payload: Any) -> TriggerEvent:
+        return TriggerEvent({"status": status, "export_hash": self.export_hash, **payload})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        last_progress = 0.0
+        try:
+            async with ContentExporterAsyncHook(self.content_exporter_conn_id) as hook:
+                while True:
+                    try:
+                        progress = await hook.get_export_progress(self.export_hash)
+                    except ContentExporterTransientError as err:
+                        # An outage shorter than the deadline must not fail a long export.
+                        if time.time() >= self.end_time:
+                            yield self._event(ERROR, message=str(err), progress=last_progress)
+                            return
+                        self.log.warning(
+                            "export %s: progress unavailable, will check again: %s", self.export_hash, err
+                        )
+                    else:
+                        if progress.is_failed:
+                            yield self._event(FAILED, message=progress.message, progress=progress.progress)
+                            return
+                        if progress.is_complete:
+                            yield self._event(SUCCESS, progress=progress.progress)
+                            return
+                        last_progress = progress.progress
+                        self.log.info("export %s: %g%%", self.export_hash, progress.progress)
+                    remaining = self.end_time - time.time()
+                    if remaining <= 0:
+                        yield self._event(
+                            TIMEOUT,
+                            progress=last_progress,
+                            message=f"export {self.export_hash} was at {last_progress:g}% when the sensor's "
+                            "timeout passed",
+                        )
+                        return
+                    await asyncio.sleep(min(self.poll_interval, remaining))
+        except ContentExporterError as err:  # rejected key, unknown hash, unreadable answer: not transient
+            yield self._event(ERROR, message=str(err), progress=last_progress)

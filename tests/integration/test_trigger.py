@@ -1,0 +1,157 @@
+"""ContentExporterExportTrigger against the emulator: events, deadlines, retries, no blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from airflow_provider_cex.hooks.content_exporter import ContentExporterAsyncHook, ContentExporterHook
+from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
+from tests.conftest import API_KEY
+
+
+def start_export(page_id: str = "1") -> str:
+    with ContentExporterHook() as hook:
+        return hook.start_export(page_id)
+
+
+async def collect(trigger: ContentExporterExportTrigger) -> list[dict]:
+    return [event.payload async for event in trigger.run()]
+
+
+def run_trigger(trigger: ContentExporterExportTrigger, *, debug: bool = False) -> list[dict]:
+    return asyncio.run(collect(trigger), debug=debug)
+
+
+def test_serialize_round_trips():
+    trigger = ContentExporterExportTrigger(
+        "abc", end_time=1_900_000_000.5, content_exporter_conn_id="c", poll_interval=7
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_cex.triggers.content_exporter.ContentExporterExportTrigger"
+    again = ContentExporterExportTrigger(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert kwargs == {
+        "export_hash": "abc",
+        "end_time": 1_900_000_000.5,
+        "content_exporter_conn_id": "c",
+        "poll_interval": 7.0,
+    }
+
+
+def test_fires_success_once_when_the_export_completes(connection):
+    export_hash = start_export()
+    events = run_trigger(
+        ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
+    )
+    assert events == [{"status": "success", "export_hash": export_hash, "progress": 100.0}]
+
+
+def test_fires_failed_with_the_servers_message(connection):
+    connection.fail_pages(["9"], message="Macro rendering failed")
+    export_hash = start_export("9")
+    events = run_trigger(
+        ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
+    )
+    assert len(events) == 1 and events[0]["status"] == "failed"
+    assert events[0]["message"] == "Macro rendering failed"
+
+
+def test_fires_timeout_at_the_deadline(connection):
+    connection.export_seconds = 3600
+    export_hash = start_export()
+    started = time.monotonic()
+    events = run_trigger(
+        ContentExporterExportTrigger(export_hash, end_time=time.time() + 1.0, poll_interval=0.3)
+    )
+    assert [e["status"] for e in events] == ["timeout"]
+    assert 0.9 <= time.monotonic() - started < 3
+
+
+def test_deadline_survives_a_triggerer_restart(connection):
+    connection.export_seconds = 3600
+    export_hash = start_export()
+    first = ContentExporterExportTrigger(export_hash, end_time=time.time() + 1.5, poll_interval=0.2)
+    _classpath, kwargs = first.serialize()
+    time.sleep(1.0)  # the triggerer is down for a second, then re-creates the trigger from the DB row
+    started = time.monotonic()
+    events = run_trigger(ContentExporterExportTrigger(**kwargs))
+    assert [e["status"] for e in events] == ["timeout"]
+    assert time.monotonic() - started < 1.2  # the remaining 0.5 s, not a fresh 1.5 s
+
+
+def test_rate_limits_and_503_are_retried_inside_run(connection):
+    export_hash = start_export()
+    connection.inject("export_progress", status=429, times=1, retry_after="0")
+    connection.inject("export_progress", status=503, times=1, retry_after="0")
+    events = run_trigger(
+        ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
+    )
+    assert [e["status"] for e in events] == ["success"]
+    assert connection.counts["export_progress"] >= 3
+
+
+def test_outage_past_the_deadline_fires_error(connection):
+    export_hash = start_export()
+    connection.outage("export_progress", seconds=60, status=503, retry_after="0")
+    events = run_trigger(
+        ContentExporterExportTrigger(export_hash, end_time=time.time() + 0.5, poll_interval=0.1)
+    )
+    assert [e["status"] for e in events] == ["error"]
+    assert "HTTP 503" in events[0]["message"] and API_KEY not in events[0]["message"]
+
+
+def test_unknown_hash_fires_error_at_once(connection):
+    events = run_trigger(
+        ContentExporterExportTrigger("nosuchhash", end_time=time.time() + 30, poll_interval=0.1)
+    )
+    assert [e["status"] for e in events] == ["error"] and "404" in events[0]["message"]
+    assert connection.counts["export_progress"] == 1
+
+
+def test_run_never_blocks_the_event_loop(connection, caplog):
+    connection.export_seconds = 0.5
+    export_hash = start_export()
+
+    async def main() -> list[dict]:
+        asyncio.get_running_loop().slow_callback_duration = 0.05
+        return await collect(
+            ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
+        )
+
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    events = asyncio.run(main(), debug=True)
+    assert [e["status"] for e in events] == ["success"]
+    slow = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
+    assert slow == []
+
+
+def test_cancellation_exits_promptly_and_closes_the_session(connection, monkeypatch):
+    connection.export_seconds = 3600
+    export_hash = start_export()
+    closed: list[bool] = []
+    original_close = ContentExporterAsyncHook.close
+
+    async def recording_close(self):
+        await original_close(self)
+        closed.append(True)
+
+    monkeypatch.setattr(ContentExporterAsyncHook, "close", recording_close)
+
+    async def main() -> float:
+        task = asyncio.create_task(
+            collect(ContentExporterExportTrigger(export_hash, end_time=time.time() + 600, poll_interval=5))
+        )
+        await asyncio.sleep(0.5)  # polled once, now sleeping
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 0.5
+    assert closed == [True]
+    assert connection.counts["export_progress"] == 1
