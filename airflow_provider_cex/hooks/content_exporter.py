@@ -11,14 +11,16 @@ import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_cex import (
@@ -102,6 +104,7 @@ class ContentExporterHook(BaseHook):
         self._session: requests.Session | None = None
         self._rng = random.Random()
         self._sleep: Callable[[float], None] = time.sleep
+        self._temp_files: set[str] = set()
 
     # ------------------------------------------------------------------ connection form (Airflow 2.11 UI)
 
@@ -217,17 +220,26 @@ class ContentExporterHook(BaseHook):
         return parse_progress(export_hash, payload, self.settings.api_key)
 
     def download_export(
-        self, export_hash: str, destination: str | os.PathLike[str], overwrite: bool = True
+        self,
+        export_hash: str,
+        destination: str | os.PathLike[str],
+        overwrite: bool = True,
+        *,
+        durable: bool = False,
     ) -> DownloadedExport:
         """Stream the exported file to ``destination``, atomically.
 
         ``destination`` is the file's full path, or a folder (ending in ``/`` or existing)
         in which case the server's file name is used, sanitised. Missing folders are
-        created. The bytes go to a temporary file beside the destination, are checked
-        against ``Content-Length`` and hashed (sha256) on the way, and the file is moved
-        into place only when complete: a failed download leaves nothing behind.
+        created. The bytes go to a uniquely named temporary file beside the destination,
+        are checked against ``Content-Length``/``Content-Range`` and hashed (sha256) in the
+        same pass, and the file is moved into place only when complete. A body that stops
+        short is resumed with an HTTP ``Range`` request when the server supports it, else
+        restarted, a bounded number of times. A failed download leaves nothing behind.
 
         :param overwrite: replace an existing file (default); ``False`` fails instead.
+        :param durable: ``fsync`` the file (and its folder) before and after the rename, so
+            a machine crash right after the task cannot leave an empty file.
         """
         export_hash = validate_export_hash(export_hash)
         dest = os.fspath(destination)
@@ -238,17 +250,58 @@ class ContentExporterHook(BaseHook):
             self._refuse_existing(dest, overwrite)
         url = self.settings.url("download_export", export_hash)
         what = f"download export {export_hash}"
-        result = self._with_retries(
-            what, lambda: self._attempt_download(url, what, export_hash, dest, as_folder, overwrite)
+        resp = self._open_download(url, what)
+        temp_path: str | None = None
+        try:
+            content_type = resp.headers.get("Content-Type")
+            if as_folder:
+                server_name = filename_from_content_disposition(resp.headers.get("Content-Disposition"))
+                final_path = os.path.join(
+                    dest, sanitize_filename(server_name, default_filename(export_hash, content_type))
+                )
+            else:
+                final_path = dest
+            self._refuse_existing(final_path, overwrite)
+            folder = os.path.dirname(os.path.abspath(final_path))
+            os.makedirs(folder, exist_ok=True)
+            # Unique per call: two tasks writing one destination never share a temp file.
+            fd, temp_path = tempfile.mkstemp(
+                prefix=f".{os.path.basename(final_path)[:60]}.", suffix=".part", dir=folder
+            )
+            self._temp_files.add(temp_path)
+            with os.fdopen(fd, "wb") as out:
+                size, digest = self._stream_with_resume(resp, url, what, export_hash, out)
+                if durable:
+                    out.flush()
+                    os.fsync(out.fileno())
+            self._refuse_existing(final_path, overwrite)
+            os.replace(temp_path, final_path)
+            self._temp_files.discard(temp_path)
+            temp_path = None
+            if durable:
+                _fsync_folder(folder)
+        finally:
+            resp.close()
+            if temp_path is not None:
+                _remove_quietly(temp_path)
+                self._temp_files.discard(temp_path)
+        result = DownloadedExport(
+            path=os.path.abspath(final_path),
+            size_bytes=size,
+            sha256=digest,
+            content_type=content_type,
+            filename=os.path.basename(final_path),
         )
         self.log.info(
-            "Downloaded export %s to %s (%d bytes, sha256 %s)",
-            export_hash,
-            result.path,
-            result.size_bytes,
-            result.sha256,
+            "Downloaded export %s to %s (%d bytes, sha256 %s)", export_hash, result.path, size, digest
         )
         return result
+
+    def abort_downloads(self) -> None:
+        """Remove the temporary files of downloads in progress (for ``on_kill``); best effort."""
+        for path in list(self._temp_files):
+            _remove_quietly(path)
+            self._temp_files.discard(path)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the application URL is reachable and the API key accepted (one request, no retries).
@@ -422,52 +475,157 @@ class ContentExporterHook(BaseHook):
                 "(e.g. with {{ ds }} in it), or set overwrite=True."
             )
 
-    def _attempt_download(
-        self, url: str, what: str, export_hash: str, dest: str, as_folder: bool, overwrite: bool
-    ) -> DownloadedExport:
-        """One download attempt: stream to a temp file beside the destination, verify, rename."""
-        tmp_path: str | None = None
-        try:
-            resp = self._send("GET", url, headers={"Accept-Encoding": "identity"})
-            self._check_status(resp, what, url, idempotent=True)
-            with resp:
-                content_type = resp.headers.get("Content-Type")
-                if as_folder:
-                    server_name = filename_from_content_disposition(resp.headers.get("Content-Disposition"))
-                    filename = sanitize_filename(server_name, default_filename(export_hash, content_type))
-                    final_path = os.path.join(dest, filename)
-                else:
-                    final_path = dest
-                    filename = os.path.basename(dest)
-                self._refuse_existing(final_path, overwrite)
-                folder = os.path.dirname(os.path.abspath(final_path))
-                os.makedirs(folder, exist_ok=True)
-                expected = _content_length(resp.headers.get("Content-Length"))
-                fd, tmp_path = tempfile.mkstemp(prefix=f".{filename[:60]}.", suffix=".part", dir=folder)
-                digest = hashlib.sha256()
-                size = 0
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in resp.iter_content(chunk_size=CHUNK_SIZE):
+    def _open_download(
+        self, url: str, what: str, range_from: int = 0, validator: str | None = None
+    ) -> Response:
+        """GET the file (from byte ``range_from`` when > 0), retrying 429/5xx/network errors; 200 or 206."""
+
+        def attempt() -> Response:
+            headers = {"Accept-Encoding": "identity"}
+            if range_from:
+                headers["Range"] = f"bytes={range_from}-"
+                if validator:
+                    headers["If-Range"] = validator
+            try:
+                resp = self._send("GET", url, headers=headers)
+                if resp.status_code == 206 and not range_from:
+                    resp.close()
+                    raise RetryableFailure("the server answered 206 to a request without Range")
+                self._check_status(resp, what, url, idempotent=True)
+                return resp
+            except requests.RequestException as err:
+                raise self._network_failure(err, True, what) from None
+
+        return self._with_retries(what, attempt)
+
+    def _stream_with_resume(
+        self, resp: Response, url: str, what: str, export_hash: str, out: BinaryIO
+    ) -> tuple[int, str]:
+        """Copy the body to ``out``, hashing in the same pass; resume or restart when it stops short."""
+        digest = hashlib.sha256()
+        written = 0
+        total = _content_length(resp.headers.get("Content-Length"))
+        can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        progress = _ProgressLog(self.log, export_hash, total)
+        breaks = 0
+        while True:
+            try:
+                try:
+                    for chunk in _chunks(resp):
                         out.write(chunk)
                         digest.update(chunk)
-                        size += len(chunk)
-                if expected is not None and size != expected:
-                    raise RetryableFailure(f"the download ended after {size} of {expected} bytes")
-                self._refuse_existing(final_path, overwrite)
-                os.replace(tmp_path, final_path)
-                tmp_path = None
-            return DownloadedExport(
-                path=os.path.abspath(final_path),
-                size_bytes=size,
-                sha256=digest.hexdigest(),
-                content_type=content_type,
-                filename=os.path.basename(final_path),
+                        written += len(chunk)
+                        progress.update(written)
+                finally:
+                    resp.close()
+                if total is None or written == total:
+                    return written, digest.hexdigest()
+                reason = f"the body ended after {written} of {total} bytes"
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
+                reason = f"{_describe_read_error(err)} after {written} bytes"
+            breaks += 1
+            wait = self.retry_policy.wait(breaks, None, self._rng)
+            if wait is None:
+                raise ContentExporterTransientError(
+                    f"Could not {what}: the download broke {breaks} times (last: {reason}); nothing was "
+                    "saved. The task can be retried."
+                )
+            resume = can_resume and total is not None and 0 < written < total
+            self.log.warning(
+                "Download of export %s broke (%s); %s in %.1f s.",
+                export_hash,
+                reason,
+                f"resuming from byte {written}" if resume else "restarting",
+                wait,
             )
-        except requests.RequestException as err:
-            raise self._network_failure(err, True, what) from None
-        finally:
-            if tmp_path is not None:
-                _remove_quietly(tmp_path)
+            self._sleep(wait)
+            resp = self._open_download(url, what, range_from=written if resume else 0, validator=validator)
+            if resp.status_code == 206:
+                if _content_range_matches(resp.headers.get("Content-Range"), written, total):
+                    continue  # append the rest: bytes already written were hashed already
+                self.log.warning(
+                    "The server answered the Range request with a wrong Content-Range; restarting."
+                )
+                resp.close()
+                resp = self._open_download(url, what)
+            # A plain 200 (the server ignored Range, or no resume was possible): start over.
+            out.seek(0)
+            out.truncate()
+            digest = hashlib.sha256()
+            written = 0
+            total = _content_length(resp.headers.get("Content-Length"))
+            can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+            validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+            progress = _ProgressLog(self.log, export_hash, total)
+
+
+class _ProgressLog:
+    """Logs a long download's progress at most every ``interval`` seconds, not once per chunk."""
+
+    def __init__(self, log: Any, export_hash: str, total: int | None, interval: float = 10.0) -> None:
+        self.log, self.export_hash, self.total, self.interval = log, export_hash, total, interval
+        self.started = self.last = time.monotonic()
+
+    def update(self, written: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        rate = written / 1e6 / max(now - self.started, 1e-6)
+        if self.total:
+            self.log.info(
+                "Downloading export %s: %.1f of %.1f MB (%.0f%%) at %.1f MB/s",
+                self.export_hash,
+                written / 1e6,
+                self.total / 1e6,
+                100.0 * written / self.total,
+                rate,
+            )
+        else:
+            self.log.info(
+                "Downloading export %s: %.1f MB at %.1f MB/s", self.export_hash, written / 1e6, rate
+            )
+
+
+def _chunks(resp: Response) -> Iterator[bytes]:
+    """The body as sent (no decoding: the file is saved as-is), in chunks of ``CHUNK_SIZE``."""
+    raw = resp.raw
+    while True:
+        chunk = raw.read(CHUNK_SIZE, decode_content=False)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _content_range_matches(header: str | None, start: int, total: int | None) -> bool:
+    """True when ``Content-Range: bytes start-(total-1)/total`` continues exactly where we stopped."""
+    if not header or total is None:
+        return False
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+)\s*", header)
+    if not match:
+        return False
+    return (int(match[1]), int(match[2]), int(match[3])) == (start, total - 1, total)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Persist a rename: fsync the folder entry (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _describe_read_error(err: Exception) -> str:
+    if isinstance(err, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
+        return "the server stopped sending (read timeout)"
+    return "the connection broke"
 
 
 def _content_length(value: str | None) -> int | None:

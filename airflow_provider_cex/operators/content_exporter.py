@@ -6,6 +6,7 @@ Kept cheap to import (DAG files import it at every parse): the hook, and with it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -111,17 +112,24 @@ class ContentExporterStartExportOperator(BaseOperator):
 
 class ContentExporterDownloadExportOperator(BaseOperator):
     """
-    Download a finished export's file to a local path, atomically.
+    Download a finished export's file to a local path or to object storage, never leaving a partial file.
 
-    Returns the final path (XCom ``return_value``) and pushes ``{"path", "filename",
-    "size_bytes", "sha256", "content_type"}`` under the XCom key ``export_file``.
+    Returns the final path or URL (XCom ``return_value``) and pushes ``{"path", "filename",
+    "size_bytes", "sha256", "content_type"}`` under the XCom key ``export_file``. When the task
+    has Asset ``outlets``, the same size and sha256 go into the asset event's ``extra``.
 
     :param export_hash: the hash returned by :class:`ContentExporterStartExportOperator`. Templated.
-    :param output_path: the file's full path, or a folder (ending in ``/`` or existing) where the
-        server's file name is kept, sanitised, e.g. ``exports/{{ ds }}/``. Missing folders are
-        created. Relative paths are relative to the worker's working directory. Templated.
+    :param output_path: where the file goes. Templated. A local path or ``file://`` URL: the
+        file's full path, or a folder (ending in ``/`` or existing) where the server's file
+        name is kept, sanitised, e.g. ``exports/{{ ds }}/``; missing folders are created;
+        relative paths are relative to the worker's working directory. An object storage URL
+        (``s3://bucket/exports/{{ ds }}/``, ``gs://…``) is written through Airflow's
+        ``ObjectStoragePath`` after the download completed locally.
     :param content_exporter_conn_id: connection of type ``content_exporter``.
     :param overwrite: replace an existing file (default); ``False`` fails the task instead.
+    :param output_conn_id: Airflow connection for an object storage ``output_path`` (e.g. an
+        ``aws`` connection for ``s3://``).
+    :param durable: ``fsync`` a local file before and after it is renamed into place.
     """
 
     template_fields: Sequence[str] = ("export_hash", "output_path")
@@ -134,6 +142,8 @@ class ContentExporterDownloadExportOperator(BaseOperator):
         output_path: str | os.PathLike[str],
         content_exporter_conn_id: str = DEFAULT_CONN_ID,
         overwrite: bool = True,
+        output_conn_id: str | None = None,
+        durable: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -141,45 +151,131 @@ class ContentExporterDownloadExportOperator(BaseOperator):
         self.output_path = os.fspath(output_path) if isinstance(output_path, os.PathLike) else output_path
         self.content_exporter_conn_id = content_exporter_conn_id
         self.overwrite = overwrite
+        self.output_conn_id = output_conn_id
+        self.durable = durable
+        self._hook: ContentExporterHook | None = None  # set while downloading, for on_kill
 
     def execute(self, context: Context) -> str:
+        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
         from airflow_provider_cex.protocol import validate_export_hash
 
         try:
             export_hash = validate_export_hash(self.export_hash)
         except ValueError as err:
             raise AirflowFailException(f"{self.task_id}: {err}") from None
-        if not self.output_path or not str(self.output_path).strip():
+        output = str(self.output_path or "").strip()
+        if not output:
             raise AirflowFailException(f"{self.task_id}: output_path is empty: pass a file path or a folder.")
         started = time.monotonic()
-        with self._hook() as hook:
-            try:
-                result = hook.download_export(export_hash, self.output_path, overwrite=self.overwrite)
-            except FileExistsError as err:
-                raise AirflowFailException(f"{self.task_id}: {err}") from None
+        self._hook = ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id)
+        try:
+            with self._hook as hook:
+                if _is_object_storage(output):
+                    final, meta = self._download_to_object_storage(hook, export_hash, output)
+                else:
+                    result = hook.download_export(
+                        export_hash, _local_path(output), overwrite=self.overwrite, durable=self.durable
+                    )
+                    final, meta = result.path, _metadata(result)
+        except FileExistsError as err:
+            raise AirflowFailException(f"{self.task_id}: {err}") from None
+        finally:
+            self._hook = None
         elapsed = max(time.monotonic() - started, 1e-6)
         self.log.info(
             "Saved export %s to %s: %.1f MB in %.2f s (%.1f MB/s), sha256 %s",
             export_hash,
-            result.path,
-            result.size_bytes / 1e6,
+            final,
+            meta["size_bytes"] / 1e6,
             elapsed,
-            result.size_bytes / 1e6 / elapsed,
-            result.sha256,
+            meta["size_bytes"] / 1e6 / elapsed,
+            meta["sha256"],
         )
-        context["ti"].xcom_push(
-            key=EXPORT_FILE_XCOM_KEY,
-            value={
-                "path": result.path,
-                "filename": result.filename,
-                "size_bytes": result.size_bytes,
-                "sha256": result.sha256,
-                "content_type": result.content_type,
-            },
-        )
-        return result.path
+        context["ti"].xcom_push(key=EXPORT_FILE_XCOM_KEY, value=meta)
+        self._annotate_asset_events(context, meta)
+        return final
 
-    def _hook(self) -> ContentExporterHook:
-        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+    def _download_to_object_storage(
+        self, hook: ContentExporterHook, export_hash: str, output: str
+    ) -> tuple[str, dict[str, Any]]:
+        """Download to a local temp folder, then upload; a failed upload leaves no object behind."""
+        import shutil
+        import tempfile
 
-        return ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id)
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        target = ObjectStoragePath(output, conn_id=self.output_conn_id)
+        as_folder = output.endswith("/") or _safe_is_dir(target)
+        if not as_folder and not self.overwrite and target.exists():
+            raise FileExistsError(_exists_message(output))
+        with tempfile.TemporaryDirectory(prefix="cex-download-") as local_folder:
+            result = hook.download_export(export_hash, local_folder + os.sep)
+            final = target / result.filename if as_folder else target
+            if not self.overwrite and final.exists():
+                raise FileExistsError(_exists_message(str(final)))
+            try:
+                with open(result.path, "rb") as source, final.open("wb") as sink:
+                    shutil.copyfileobj(source, sink, 8 * 1024 * 1024)
+            except BaseException:
+                self.log.error("Upload to %s failed; removing the partial object.", final)
+                with contextlib.suppress(Exception):
+                    final.unlink()
+                raise
+        meta = _metadata(result)
+        meta["path"] = str(final)
+        return str(final), meta
+
+    def _annotate_asset_events(self, context: Context, meta: dict[str, Any]) -> None:
+        """Put size and sha256 on the asset events of this task's outlets, for downstream DAGs."""
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        for outlet in self.outlets or []:
+            if not hasattr(outlet, "uri"):
+                continue  # not an Asset/Dataset (e.g. an AssetAlias)
+            outlet_events[outlet].extra.update(
+                {"sha256": meta["sha256"], "size_bytes": meta["size_bytes"], "filename": meta["filename"]}
+            )
+
+    def on_kill(self) -> None:
+        """Remove the partial download when the task is killed (the rename never happens)."""
+        if self._hook is not None:
+            self._hook.abort_downloads()
+
+
+def _is_object_storage(output: str) -> bool:
+    scheme = output.split("://", 1)[0].lower() if "://" in output else ""
+    return bool(scheme) and scheme != "file"
+
+
+def _local_path(output: str) -> str:
+    """A plain path for a local ``output_path`` (``file://`` URLs included), keeping a trailing ``/``."""
+    if output.lower().startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(output).path)
+    return output
+
+
+def _safe_is_dir(path: Any) -> bool:
+    try:
+        return bool(path.is_dir())
+    except Exception:  # a missing bucket or prefix is simply not a folder yet
+        return False
+
+
+def _exists_message(where: str) -> str:
+    return (
+        f"{where} already exists and overwrite=False: delete it, choose another output path "
+        "(e.g. with {{ ds }} in it), or set overwrite=True."
+    )
+
+
+def _metadata(result: Any) -> dict[str, Any]:
+    return {
+        "path": result.path,
+        "filename": result.filename,
+        "size_bytes": result.size_bytes,
+        "sha256": result.sha256,
+        "content_type": result.content_type,
+    }

@@ -60,3 +60,14 @@ def task_states(dag_run: Any) -> dict[str, Any]:
             (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): (ti.state, ti.try_number)
             for ti in tis
         }
+
+
+@pytest.fixture
+def task_log(capfd, caplog):
+    """What dag.test() showed: task logs go to stdout/stderr (unmasked), some through stdlib logging."""
+
+    def read() -> str:
+        captured = capfd.readouterr()
+        return captured.out + captured.err + caplog.text
+
+    return read

@@ -58,17 +58,6 @@ def pipeline_dag(
     return dag
 
 
-@pytest.fixture
-def task_log(capfd, caplog):
-    """What dag.test() showed: task logs go to stdout/stderr (unmasked), some through stdlib logging."""
-
-    def read() -> str:
-        captured = capfd.readouterr()
-        return captured.out + captured.err + caplog.text
-
-    return read
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
