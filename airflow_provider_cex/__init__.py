@@ -64,6 +64,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_cex.triggers.content_exporter"],
             }
         ],
+        "extra-links": ["airflow_provider_cex.operators.content_exporter.ConfluencePageLink"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
@@ -80,6 +81,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Used when Application URL is empty: 'us' "
                         f"({US_APPLICATION_URL}) or 'eu' ({EU_APPLICATION_URL}).",
                         "schema": {"type": ["string", "null"], "enum": ["us", "eu", None]},
+                    },
+                    "confluence_url": {
+                        "label": "Confluence URL",
+                        "description": "Optional, e.g. https://acme.atlassian.net/wiki: adds a "
+                        "'Confluence page' link to export tasks.",
+                        "schema": {"type": ["string", "null"]},
                     },
                     "timeout": {
                         "label": "Timeout (seconds)",

@@ -126,6 +126,7 @@ class ConnectionSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     endpoints: dict[str, str] = field(default_factory=dict)
     verify: bool | str = True
+    confluence_url: str | None = None
 
     def __repr__(self) -> str:  # never show the key, even by accident
         return f"ConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r})"
@@ -229,6 +230,25 @@ def parse_verify(value: Any) -> bool | str:
     return text
 
 
+def parse_confluence_url(value: Any) -> str | None:
+    """Read the ``confluence_url`` extra (e.g. ``https://acme.atlassian.net/wiki``), used for UI links."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.username:
+        raise ValueError(
+            f"Connection extra 'confluence_url' must be your Confluence base URL such as "
+            f"https://acme.atlassian.net/wiki, got {_clip(text, 80)!r}."
+        )
+    return text
+
+
+def confluence_page_url(confluence_url: str, page_id: str) -> str:
+    """Link to a Confluence page by id (works on Cloud and Data Center)."""
+    return f"{confluence_url}/pages/viewpage.action?pageId={quote(validate_page_id(page_id), safe='')}"
+
+
 def settings_from_connection(
     conn_id: str, host: str | None, password: str | None, port: int | None, extra: dict[str, Any]
 ) -> ConnectionSettings:
@@ -248,6 +268,7 @@ def settings_from_connection(
             read_timeout=read,
             endpoints=parse_endpoints(extra.get("endpoints")),
             verify=parse_verify(extra.get("verify")),
+            confluence_url=parse_confluence_url(extra.get("confluence_url")),
         )
     except ValueError as err:
         raise ContentExporterError(f"Connection {conn_id!r} is misconfigured: {err}") from None

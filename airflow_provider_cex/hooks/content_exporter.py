@@ -121,6 +121,11 @@ class ContentExporterHook(BaseHook):
                 widget=BS3TextFieldWidget(),
                 description="us or eu; used when Application URL is empty",
             ),
+            "confluence_url": StringField(
+                lazy_gettext("Confluence URL"),
+                widget=BS3TextFieldWidget(),
+                description="optional, e.g. https://acme.atlassian.net/wiki, for 'Confluence page' links",
+            ),
             "timeout": StringField(
                 lazy_gettext("Timeout (seconds)"),
                 widget=BS3TextFieldWidget(),

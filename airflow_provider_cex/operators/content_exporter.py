@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, BaseOperatorLink
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 
@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 
 #: XCom key under which the download operator pushes the file's metadata.
 EXPORT_FILE_XCOM_KEY = "export_file"
+#: XCom key under which the start operator pushes the exported page's URL (for the extra link).
+CONFLUENCE_PAGE_XCOM_KEY = "confluence_page_url"
+
+
+class ConfluencePageLink(BaseOperatorLink):
+    """ "Confluence page" button on the start task: read from XCom, so the UI never calls the API."""
+
+    name = "Confluence page"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from airflow.providers.common.compat.sdk import XCom
+
+        return XCom.get_value(key=CONFLUENCE_PAGE_XCOM_KEY, ti_key=ti_key) or ""
 
 
 def _is_templated(value: Any) -> bool:
@@ -41,13 +54,16 @@ class ContentExporterStartExportOperator(BaseOperator):
     :param export_body: the export configuration, a dict or the path of a ``.json`` file
         (relative to the DAG folder, rendered with Jinja), e.g. the Export Profile JSON.
         ``rootContentId`` is set to ``page_id``. Templated.
-    :param content_exporter_conn_id: connection of type ``content_exporter``.
+    :param content_exporter_conn_id: connection of type ``content_exporter``. When it has the
+        extra ``confluence_url`` (``https://acme.atlassian.net/wiki``), the task gets a
+        "Confluence page" link in the UI.
     """
 
     template_fields: Sequence[str] = ("page_id", "export_body")
     template_ext: Sequence[str] = (".json",)
     template_fields_renderers = {"export_body": "json"}
     ui_color = "#e3f2fd"
+    operator_extra_links = (ConfluencePageLink(),)
 
     def __init__(
         self,
@@ -105,6 +121,11 @@ class ContentExporterStartExportOperator(BaseOperator):
         from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
 
         with ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id) as hook:
+            if hook.settings.confluence_url:
+                from airflow_provider_cex.protocol import confluence_page_url
+
+                url = confluence_page_url(hook.settings.confluence_url, page_id)
+                context["ti"].xcom_push(key=CONFLUENCE_PAGE_XCOM_KEY, value=url)
             export_hash = hook.start_export(page_id, body)
         self.log.info("Started export of Confluence page %s: hash %s", page_id, export_hash)
         return export_hash

@@ -250,3 +250,26 @@ def test_failed_export_fails_the_deferred_sensor_once_without_retries(
     assert states["download_export"][0] == "upstream_failed"
     output = task_log()
     assert "Pausing task as DEFERRED" in output and "Attachment too large" in output
+
+
+def test_start_task_links_to_the_confluence_page(airflow_db, emulator, tmp_path, monkeypatch):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from tests.conftest import CONN_ENV, connection_json
+
+    monkeypatch.setenv(
+        CONN_ENV, connection_json(emulator.base_url, confluence_url="https://acme.atlassian.net/wiki/")
+    )
+    dag_run = run_dag(pipeline_dag("cex_link", tmp_path / "f.pdf"), {"page_id": "4242"}, LOGICAL_DATE)
+    assert dag_run.state == "success"
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(run_id=dag_run.run_id, task_id="start_export", key="confluence_page_url")
+            .one()
+        )
+        assert (
+            XComModel.deserialize_value(row)
+            == "https://acme.atlassian.net/wiki/pages/viewpage.action?pageId=4242"
+        )

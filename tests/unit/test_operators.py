@@ -100,7 +100,8 @@ def test_provider_info_declares_the_connection_form_for_airflow_3():
     assert behaviour["relabeling"] == {"host": "Application URL", "password": "API key"}
     assert set(behaviour["hidden-fields"]) == {"schema", "port", "login"}
     assert "content-exporter-new.addon.meta-inf.hu" in behaviour["placeholders"]["host"]
-    assert set(conn["conn-fields"]) == {"region", "timeout"}
+    assert set(conn["conn-fields"]) == {"region", "timeout", "confluence_url"}
+    assert info["extra-links"] == ["airflow_provider_cex.operators.content_exporter.ConfluencePageLink"]
     json.dumps(info)  # must be plain JSON for the UI
 
 
