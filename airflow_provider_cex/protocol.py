@@ -78,7 +78,7 @@ def validate_export_hash(export_hash: Any) -> str:
             f"{_clip(repr(export_hash), 60)}."
         )
     text = export_hash.strip()
-    if len(text) > MAX_HASH_LENGTH or not _HASH_RE.match(text):
+    if len(text) > MAX_HASH_LENGTH or not _HASH_RE.match(text) or set(text) == {"."}:
         raise ValueError(
             f"export_hash {_clip(text, 60)!r} is not a valid export hash (expected up to "
             f"{MAX_HASH_LENGTH} URL-safe characters, no '/', '?', '#', '%' or spaces)."
@@ -275,8 +275,15 @@ def settings_from_connection(
 
 
 def render_endpoint(template: str, value: str) -> str:
-    """Fill the template's single placeholder with ``value``, percent-encoded as one path segment."""
-    return re.sub(r"{[^{}]*}", lambda _m: quote(value, safe=""), template, count=1)
+    """Fill the template's single placeholder with ``value``, percent-encoded as one path segment.
+
+    A value made only of dots is encoded too (``%2E``): clients normalise ``.``/``..`` segments,
+    which would otherwise let a value climb out of its place in the path.
+    """
+    segment = quote(value, safe="")
+    if segment and set(segment) == {"."}:
+        segment = "%2E" * len(segment)
+    return re.sub(r"{[^{}]*}", lambda _m: segment, template, count=1)
 
 
 def origin_of(url: str) -> tuple[str, str, int]:

@@ -59,7 +59,9 @@ def test_page_id_rejects_non_digits_with_a_message_naming_the_parameter(page_id)
         validate_page_id(page_id)
 
 
-@pytest.mark.parametrize("bad", ["", "   ", None, 42, "a/b", "a?b", "a#b", "a b", "%2e%2e", "x" * 300])
+@pytest.mark.parametrize(
+    "bad", ["", "   ", None, 42, "a/b", "a?b", "a#b", "a b", "%2e%2e", "..", ".", "x" * 300]
+)
 def test_export_hash_rejects_empty_or_path_like_values(bad):
     with pytest.raises(ValueError, match="export_hash"):
         validate_export_hash(bad)
