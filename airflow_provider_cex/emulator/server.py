@@ -8,6 +8,18 @@ with ``302 Location: <emu_b.base_url>/api/remote/export/<hash>/download``.
 ``emu_b.accept_foreign_downloads(emu_a)`` makes B act like a pre-signed URL host: its download route serves
 A's artifact for *any* hash and never checks ``CEX-API-KEY``; ``RequestRecord.had_api_key`` on B then shows
 whether a client leaked the key across origins.
+
+Spread completion times: ``export_seconds_spread=S`` makes each export take ``export_seconds`` plus a
+deterministic fraction of ``S`` derived from its page id (:func:`spread_fraction`, uniform over [0, S)), so a
+batch of exports finishes over a window instead of all at once, reproducibly across emulators and runs.
+
+Emulator-only admin routes (not part of the Content Exporter API; they need no ``CEX-API-KEY``, answer
+loopback peers only, and are neither counted in :attr:`ContentExporterEmulator.counts` nor logged in
+:attr:`ContentExporterEmulator.requests`), for benchmarks and demos watching an emulator in another process:
+
+- ``GET /_emulator/exports``: ``{hash: {"page_id": ..., "started_at": epoch, "done_at": epoch | null}}`` in
+  wall-clock ``time.time()`` seconds; ``done_at`` is when progress reaches 100, null for a failing export.
+- ``GET /_emulator/counts``: the per-endpoint request counts, as :attr:`ContentExporterEmulator.counts`.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -55,6 +68,19 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
 FAILURE_PROGRESS = 50
 """A failing export fails once its progress would reach this value (at once when export_seconds is 0)."""
 
+ADMIN_EXPORTS = "emulator_exports"
+ADMIN_COUNTS = "emulator_counts"
+ADMIN_PATHS: dict[str, str] = {
+    ADMIN_EXPORTS: "/_emulator/exports",
+    ADMIN_COUNTS: "/_emulator/counts",
+}
+"""Emulator-only admin routes (see the module docstring): no key, loopback peers only, never counted."""
+
+LISTEN_BACKLOG = 2048
+"""Listen queue length (aiohttp's default is 128), so a burst of ~1,000 connects cannot overflow the accept
+queue (an overflow drops the SYN and costs the client a 1 s retransmit); the kernel caps it at
+``net.core.somaxconn``. The server itself sets no connection limit."""
+
 _HandlerType = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -63,6 +89,26 @@ def _endpoint_of(request: web.BaseRequest) -> str:
     if route_name is not None and route_name in ENDPOINTS:
         return route_name
     return UNKNOWN_ENDPOINT
+
+
+def _is_admin(request: web.BaseRequest) -> bool:
+    route_name = request.match_info.route.name if isinstance(request, web.Request) else None
+    return route_name in ADMIN_PATHS
+
+
+def _from_loopback(request: web.BaseRequest) -> bool:
+    remote = request.remote
+    return remote is not None and is_loopback_host(remote)
+
+
+def spread_fraction(page_id: str) -> float:
+    """Deterministic pseudo-random fraction in [0, 1) for a page id: the top 53 bits of its SHA-256 / 2**53.
+
+    An export of that page takes ``export_seconds + spread_fraction(page_id) * export_seconds_spread``; over
+    many page ids the fractions are uniform, and the same page id gets the same one in every emulator.
+    """
+    digest = hashlib.sha256(str(page_id).encode("utf-8")).digest()
+    return (int.from_bytes(digest[:8], "big") >> 11) / float(1 << 53)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -112,6 +158,8 @@ class ExportInfo:
 @dataclass
 class _ExportState:
     info: ExportInfo
+    started_wall: float  # time.time() at start, for the admin route (info.started_at is monotonic)
+    spread_fraction: float  # spread_fraction(page_id), computed once
     failure_message: str | None = None  # set once the failure was observed, so it sticks
 
 
@@ -138,6 +186,7 @@ class _Truncation:
 @dataclass
 class _State:
     export_seconds: float
+    export_seconds_spread: float = 0.0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENDPOINTS, 0))
     records: list[RequestRecord] = field(default_factory=list)
     exports: dict[str, _ExportState] = field(default_factory=dict)
@@ -190,6 +239,9 @@ class ContentExporterEmulator:
 
     :param api_key: the only value of ``CEX-API-KEY`` accepted.
     :param export_seconds: how long an export takes to climb from 0 to 100 (0: done at once). Mutable.
+    :param export_seconds_spread: each export takes ``export_seconds`` plus a deterministic fraction of this
+        many seconds derived from its page id (:func:`spread_fraction`); 0 (default): all take
+        ``export_seconds``. Mutable.
     :param artifact_bytes: serve that many deterministic pseudo-random bytes; None serves a small valid PDF.
     :param host: loopback address to bind (127.x.x.x, ::1 or localhost, which binds 127.0.0.1).
     :param port: TCP port; 0 picks a free one.
@@ -205,6 +257,7 @@ class ContentExporterEmulator:
         api_key: str,
         *,
         export_seconds: float = 2.0,
+        export_seconds_spread: float = 0.0,
         artifact_bytes: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -219,6 +272,8 @@ class ContentExporterEmulator:
             raise ValueError(f"refusing to bind {host!r}: the emulator listens on loopback addresses only")
         if export_seconds < 0:
             raise ValueError(f"export_seconds must be >= 0, got {export_seconds}")
+        if export_seconds_spread < 0:
+            raise ValueError(f"export_seconds_spread must be >= 0, got {export_seconds_spread}")
         if artifact_bytes is not None and artifact_bytes < 0:
             raise ValueError(f"artifact_bytes must be >= 0, got {artifact_bytes}")
         self._api_key = api_key
@@ -232,7 +287,9 @@ class ContentExporterEmulator:
                 raise ValueError(f"unknown endpoint {name!r}; expected one of {', '.join(ENDPOINTS)}")
             self._paths[name] = template
         self._lock = threading.Lock()
-        self._state = _State(export_seconds=float(export_seconds))
+        self._state = _State(
+            export_seconds=float(export_seconds), export_seconds_spread=float(export_seconds_spread)
+        )
         self.fail_pages(fail_page_ids, message=failure_message)
         self._artifact: Artifact | None = None
         self._tmpdir: Path | None = None
@@ -306,6 +363,18 @@ class ContentExporterEmulator:
             self._state.export_seconds = float(value)
 
     @property
+    def export_seconds_spread(self) -> float:
+        with self._lock:
+            return self._state.export_seconds_spread
+
+    @export_seconds_spread.setter
+    def export_seconds_spread(self, value: float) -> None:
+        if value < 0:
+            raise ValueError(f"export_seconds_spread must be >= 0, got {value}")
+        with self._lock:
+            self._state.export_seconds_spread = float(value)
+
+    @property
     def counts(self) -> dict[str, int]:
         """Requests received per endpoint (a copy), including those answered 401, 429 or 5xx."""
         with self._lock:
@@ -331,6 +400,24 @@ class ContentExporterEmulator:
             )
             for s in states
         }
+
+    def export_timeline(self) -> dict[str, dict[str, Any]]:
+        """What ``GET /_emulator/exports`` answers: per hash, page id, start and completion (``time.time()``).
+
+        ``done_at`` follows the current ``export_seconds`` and ``export_seconds_spread``; it is None for an
+        export that fails (already failed, or of a page currently in :meth:`fail_pages`).
+        """
+        with self._lock:
+            timeline: dict[str, dict[str, Any]] = {}
+            for export_hash, state in self._state.exports.items():
+                failing = state.failure_message is not None or state.info.page_id in self._state.failing
+                duration = self._duration(state)
+                timeline[export_hash] = {
+                    "page_id": state.info.page_id,
+                    "started_at": state.started_wall,
+                    "done_at": None if failing else state.started_wall + duration,
+                }
+        return timeline
 
     # ---------------------------------------------------------------- knobs
 
@@ -465,6 +552,8 @@ class ContentExporterEmulator:
         app.router.add_post(self._paths[START_EXPORT], self._handle_start, name=START_EXPORT)
         app.router.add_get(self._paths[EXPORT_PROGRESS], self._handle_progress, name=EXPORT_PROGRESS)
         app.router.add_get(self._paths[DOWNLOAD_EXPORT], self._handle_download, name=DOWNLOAD_EXPORT)
+        app.router.add_get(ADMIN_PATHS[ADMIN_EXPORTS], self._handle_admin_exports, name=ADMIN_EXPORTS)
+        app.router.add_get(ADMIN_PATHS[ADMIN_COUNTS], self._handle_admin_counts, name=ADMIN_COUNTS)
         app.on_response_prepare.append(self._record_response)
         return app
 
@@ -476,7 +565,7 @@ class ContentExporterEmulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._requested_port)
+            site = web.TCPSite(runner, self._host, self._requested_port, backlog=LISTEN_BACKLOG)
             await site.start()
             addresses = runner.addresses
             if not addresses:
@@ -614,6 +703,8 @@ class ContentExporterEmulator:
         return None
 
     async def _record_response(self, request: web.Request, response: web.StreamResponse) -> None:
+        if _is_admin(request):
+            return
         record = RequestRecord(
             endpoint=_endpoint_of(request),
             method=request.method,
@@ -648,8 +739,9 @@ class ContentExporterEmulator:
             )
         export_hash = uuid.uuid4().hex
         info = ExportInfo(export_hash=export_hash, page_id=page_id, body=body, started_at=time.monotonic())
+        state = _ExportState(info=info, started_wall=time.time(), spread_fraction=spread_fraction(page_id))
         with self._lock:
-            self._state.exports[export_hash] = _ExportState(info=info)
+            self._state.exports[export_hash] = state
         return web.json_response({"hash": export_hash})
 
     def _evaluate(self, export_hash: str, now: float) -> tuple[int, str | None] | None:
@@ -657,7 +749,7 @@ class ContentExporterEmulator:
         state = self._state.exports.get(export_hash)
         if state is None:
             return None
-        seconds = self._state.export_seconds
+        seconds = self._duration(state)
         elapsed = now - state.info.started_at
         progress = 100 if seconds <= 0 else min(100, int(elapsed / seconds * 100))
         failure_at = FAILURE_PROGRESS if seconds > 0 else 0
@@ -668,6 +760,10 @@ class ContentExporterEmulator:
         if state.failure_message is not None:
             return failure_at, state.failure_message
         return progress, None
+
+    def _duration(self, state: _ExportState) -> float:
+        """Seconds this export takes to reach 100 (caller holds the lock)."""
+        return self._state.export_seconds + state.spread_fraction * self._state.export_seconds_spread
 
     async def _handle_progress(self, request: web.Request) -> web.StreamResponse:
         export_hash = request.match_info.get("export_hash", "")
@@ -706,6 +802,16 @@ class ContentExporterEmulator:
         with self._lock:
             page_id = self._state.exports[export_hash].info.page_id
         return await self._serve_artifact(request, self._require_artifact(), f"page-{page_id}.pdf")
+
+    async def _handle_admin_exports(self, request: web.Request) -> web.StreamResponse:
+        if not _from_loopback(request):
+            return _json_error(403, "the emulator admin routes answer loopback clients only")
+        return web.json_response(self.export_timeline())
+
+    async def _handle_admin_counts(self, request: web.Request) -> web.StreamResponse:
+        if not _from_loopback(request):
+            return _json_error(403, "the emulator admin routes answer loopback clients only")
+        return web.json_response(self.counts)
 
     async def _serve_artifact(
         self, request: web.Request, artifact: Artifact, filename: str
@@ -771,6 +877,7 @@ def run_emulator(
     api_key: str = DEMO_API_KEY,
     *,
     export_seconds: float = 2.0,
+    export_seconds_spread: float = 0.0,
     artifact_bytes: int | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -784,6 +891,7 @@ def run_emulator(
     emulator = ContentExporterEmulator(
         api_key,
         export_seconds=export_seconds,
+        export_seconds_spread=export_seconds_spread,
         artifact_bytes=artifact_bytes,
         host=host,
         port=port,

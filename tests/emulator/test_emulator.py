@@ -25,6 +25,7 @@ from airflow_provider_cex.emulator import (
     build_sample_pdf,
     run_emulator,
 )
+from airflow_provider_cex.emulator.server import spread_fraction
 
 API_KEY = "cex-test-key-5f1c0a9e7b2d4c6e8a0b1c2d3e4f5a6b"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -409,4 +410,201 @@ def test_cli_refuses_to_listen_on_all_interfaces() -> None:
     stdout, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 2
     assert "loopback" in stderr
+    assert stdout == ""
+
+
+# ------------------------------------------------------------------ spread completion times and admin routes
+
+
+def _admin(emu: ContentExporterEmulator, what: str, **kwargs: Any) -> requests.Response:
+    return requests.get(f"{emu.base_url}/_emulator/{what}", timeout=5, **kwargs)
+
+
+def test_spread_fraction_is_deterministic_and_uniform() -> None:
+    fractions = [spread_fraction(str(page_id)) for page_id in range(4000)]
+    assert fractions == [spread_fraction(str(page_id)) for page_id in range(4000)]
+    assert all(0.0 <= f < 1.0 for f in fractions)
+    assert 0.47 < sum(fractions) / len(fractions) < 0.53
+    deciles = [sum(1 for f in fractions if k / 10 <= f < (k + 1) / 10) for k in range(10)]
+    assert all(320 <= count <= 480 for count in deciles), deciles
+
+
+def test_export_seconds_spread_sets_each_exports_duration_from_its_page_id() -> None:
+    with run_emulator(api_key=API_KEY, export_seconds=1.5, export_seconds_spread=100) as emu:
+        assert emu.export_seconds_spread == 100
+        before = time.time()
+        hashes = {new_export(emu, page_id): page_id for page_id in ("11", "12", "13")}
+        timeline = _admin(emu, "exports").json()
+        assert set(timeline) == set(hashes)
+        for export_hash, page_id in hashes.items():
+            entry = timeline[export_hash]
+            assert entry["page_id"] == page_id
+            assert before - 0.01 <= entry["started_at"] <= time.time()
+            duration = 1.5 + spread_fraction(page_id) * 100
+            assert entry["done_at"] - entry["started_at"] == pytest.approx(duration)
+            assert progress(emu, export_hash).json()["status"] == "RUNNING"
+        emu.export_seconds_spread = 0  # mutable, like export_seconds
+        for entry in _admin(emu, "exports").json().values():
+            assert entry["done_at"] - entry["started_at"] == pytest.approx(1.5)
+        with pytest.raises(ValueError, match="export_seconds_spread"):
+            emu.export_seconds_spread = -1
+    with pytest.raises(ValueError, match="export_seconds_spread"):
+        ContentExporterEmulator(API_KEY, export_seconds_spread=-0.5)
+
+
+def test_default_spread_keeps_every_export_at_export_seconds(emu: ContentExporterEmulator) -> None:
+    assert emu.export_seconds_spread == 0
+    export_hash = new_export(emu, "99")
+    entry = _admin(emu, "exports").json()[export_hash]
+    assert entry["done_at"] == entry["started_at"]
+    assert progress(emu, export_hash).json() == {"progressValue": 100, "status": "DONE"}
+
+
+def test_a_spread_export_turns_done_at_its_done_at() -> None:
+    page_id = next(str(p) for p in range(1000) if 0.5 <= spread_fraction(str(p)) <= 0.8)
+    with run_emulator(api_key=API_KEY, export_seconds=0, export_seconds_spread=1.0) as emu:
+        export_hash = new_export(emu, page_id)
+        done_at = _admin(emu, "exports").json()[export_hash]["done_at"]
+        deadline = time.monotonic() + 5
+        seen_running = False
+        while time.monotonic() < deadline:
+            answer = progress(emu, export_hash).json()
+            if answer["status"] == "DONE":
+                break
+            seen_running = True
+            assert time.time() < done_at + 0.05
+            time.sleep(0.02)
+        assert seen_running
+        assert done_at - 0.05 <= time.time() <= done_at + 0.5
+
+
+def test_admin_routes_need_no_key_and_are_neither_counted_nor_logged(emu: ContentExporterEmulator) -> None:
+    emu.fail_pages(["666"])
+    ok_hash, failing_hash = new_export(emu, "1"), new_export(emu, "666")
+    progress(emu, ok_hash)
+    requests_before = emu.requests
+    for headers in ({}, _headers(), _headers("wrong-key-0123456789abcdefghijklmnopqrst")):
+        exports = _admin(emu, "exports", headers=headers)
+        assert exports.status_code == 200
+        timeline = exports.json()
+        assert timeline[ok_hash]["page_id"] == "1" and isinstance(timeline[ok_hash]["done_at"], float)
+        assert timeline[failing_hash]["page_id"] == "666" and timeline[failing_hash]["done_at"] is None
+        counts = _admin(emu, "counts", headers=headers)
+        assert counts.status_code == 200
+        assert counts.json() == {"start_export": 2, "export_progress": 1, "download_export": 0}
+    assert emu.counts == {"start_export": 2, "export_progress": 1, "download_export": 0}
+    assert emu.requests == requests_before
+    assert all(not r.path.startswith("/_emulator/") for r in emu.requests)
+
+
+def test_admin_routes_refuse_a_peer_beyond_loopback() -> None:
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    emulator = ContentExporterEmulator(API_KEY)
+
+    def peer(host: str) -> Any:
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: (
+            (host, 40000) if name == "peername" else default
+        )
+        return transport
+
+    async def answer(host: str) -> int:
+        request = make_mocked_request("GET", "/_emulator/exports", transport=peer(host))
+        return (await emulator._handle_admin_exports(request)).status
+
+    assert asyncio.run(answer("192.168.1.20")) == 403
+    assert asyncio.run(answer("127.0.0.1")) == 200
+
+
+def test_serves_1000_concurrent_keep_alive_clients() -> None:
+    import resource
+
+    import aiohttp
+
+    clients = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * clients + 200  # client and server ends live in this one process
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    created = reused = 0
+
+    async def on_create(*_: Any) -> None:
+        nonlocal created
+        created += 1
+
+    async def on_reuse(*_: Any) -> None:
+        nonlocal reused
+        reused += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(on_create)
+    trace.on_connection_reuseconn.append(on_reuse)
+
+    async def scenario(emu: ContentExporterEmulator, export_hash: str) -> list[int]:
+        url = f"{emu.base_url}/api/remote/export/{export_hash}/progress"
+        all_connected = asyncio.Barrier(clients)
+
+        async def client() -> list[int]:
+            async with aiohttp.ClientSession(
+                trace_configs=[trace], timeout=aiohttp.ClientTimeout(total=60)
+            ) as session:
+                statuses = []
+                for _ in range(2):
+                    async with session.get(url, headers=_headers()) as response:
+                        await response.read()
+                        statuses.append(response.status)
+                    if len(statuses) == 1:
+                        await all_connected.wait()  # every client holds an open connection here
+                return statuses
+
+        results = await asyncio.gather(*(client() for _ in range(clients)))
+        return [status for statuses in results for status in statuses]
+
+    try:
+        with run_emulator(api_key=API_KEY, export_seconds=0) as emu:
+            export_hash = new_export(emu)
+            statuses = asyncio.run(scenario(emu, export_hash))
+            assert statuses == [200] * (2 * clients)
+            assert emu.counts["export_progress"] == 2 * clients
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (created, reused) == (clients, clients)
+
+
+def test_cli_spreads_export_times() -> None:
+    proc = _cli(
+        "--port", "0", "--export-seconds", "2", "--export-seconds-spread", "50", "--quiet",
+        env={"CEX_EMULATOR_API_KEY": API_KEY},
+    )  # fmt: skip
+    try:
+        match = re.fullmatch(
+            r"Content Exporter emulator listening on (http://127\.0\.0\.1:\d+)\n", _first_line(proc)
+        )
+        assert match
+        base_url = match.group(1)
+        started = requests.post(
+            f"{base_url}/api/remote/export/7", json={"rootContentId": "7"}, headers=_headers(), timeout=5
+        )
+        export_hash = started.json()["hash"]
+        entry = requests.get(f"{base_url}/_emulator/exports", timeout=5).json()[export_hash]
+        assert entry["done_at"] - entry["started_at"] == pytest.approx(2 + spread_fraction("7") * 50)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+
+
+def test_cli_refuses_a_negative_spread() -> None:
+    proc = _cli("--export-seconds-spread", "-1")
+    stdout, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 2
+    assert "--export-seconds-spread must be >= 0" in stderr
     assert stdout == ""
