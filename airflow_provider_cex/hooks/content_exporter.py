@@ -694,7 +694,8 @@ class ContentExporterAsyncHook(BaseHook):
         self.settings: ConnectionSettings | None = None
         self._session: Any = None  # aiohttp.ClientSession, imported lazily (aiohttp costs ~100 ms)
         self._ssl: Any = True
-        self._rng = random.Random()
+        self._key_header: dict[str, str] = {}
+        self._progress_urls: dict[str, str] = {}  # a trigger polls one hash: build its URL once
 
     async def __aenter__(self) -> ContentExporterAsyncHook:
         import aiohttp
@@ -706,6 +707,7 @@ class ContentExporterAsyncHook(BaseHook):
         self.settings = settings_from_connection(
             self.content_exporter_conn_id, conn.host, conn.password, conn.port, extra or {}
         )
+        self._key_header = {API_KEY_HEADER: self.settings.api_key}
         if isinstance(self.settings.verify, str):
             import ssl
 
@@ -738,8 +740,10 @@ class ContentExporterAsyncHook(BaseHook):
 
         if self.settings is None or self._session is None:
             raise RuntimeError("use ContentExporterAsyncHook in 'async with'")
-        export_hash = validate_export_hash(export_hash)
-        url = self.settings.url("export_progress", export_hash)
+        url = self._progress_urls.get(export_hash)
+        if url is None:
+            export_hash = validate_export_hash(export_hash)
+            url = self._progress_urls[export_hash] = self.settings.url("export_progress", export_hash)
         what = f"check the progress of export {export_hash}"
         retry = 0
         while True:
@@ -748,7 +752,7 @@ class ContentExporterAsyncHook(BaseHook):
                 break
             except RetryableFailure as failure:
                 retry += 1
-                wait = self.retry_policy.wait(retry, failure.retry_after, self._rng)
+                wait = self.retry_policy.wait(retry, failure.retry_after)
                 if wait is None:
                     raise ContentExporterTransientError(
                         give_up_message(what, failure, retry, self.retry_policy, self.settings.base_url)
@@ -773,8 +777,10 @@ class ContentExporterAsyncHook(BaseHook):
         assert self.settings is not None
         settings = self.settings
         try:
-            for _hop in range(MAX_REDIRECTS + 1):
-                headers = {API_KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
+            for hop in range(MAX_REDIRECTS + 1):
+                # The first hop is built from the application URL; only redirects need the origin check.
+                on_origin = hop == 0 or origin_of(url) == settings.origin
+                headers = self._key_header if on_origin else {}
                 async with self._session.get(
                     url, headers=headers, allow_redirects=False, ssl=self._ssl
                 ) as resp:
@@ -786,11 +792,14 @@ class ContentExporterAsyncHook(BaseHook):
                                 f"Content Exporter redirected to a non-HTTP location ({snippet(location)!r})."
                             )
                         continue
-                    body = bytearray()
-                    async for chunk in resp.content.iter_chunked(64 * 1024):
-                        body += chunk
-                        if len(body) >= MAX_SMALL_BODY:
-                            break
+                    if resp.content_length is not None and resp.content_length <= MAX_SMALL_BODY:
+                        body = bytearray(await resp.read())
+                    else:  # unknown or huge: read no more than the cap
+                        body = bytearray()
+                        async for chunk in resp.content.iter_chunked(64 * 1024):
+                            body += chunk
+                            if len(body) >= MAX_SMALL_BODY:
+                                break
                     if not 200 <= resp.status < 300:
                         raise failure_for_status(
                             resp.status,

@@ -63,6 +63,7 @@ class ContentExporterExportTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         last_progress = 0.0
+        logged_progress = -1.0
         try:
             async with ContentExporterAsyncHook(self.content_exporter_conn_id) as hook:
                 while True:
@@ -83,8 +84,11 @@ class ContentExporterExportTrigger(BaseTrigger):
                         if progress.is_complete:
                             yield self._event(SUCCESS, progress=progress.progress)
                             return
+                        # One line per 10 points, not per poll: a triggerer may run 1,000 of these.
+                        if progress.progress >= logged_progress + 10 or logged_progress < 0:
+                            self.log.info("export %s: %g%%", self.export_hash, progress.progress)
+                            logged_progress = progress.progress
                         last_progress = progress.progress
-                        self.log.info("export %s: %g%%", self.export_hash, progress.progress)
                     remaining = self.end_time - time.time()
                     if remaining <= 0:
                         yield self._event(
