@@ -177,10 +177,16 @@ class _Outage:
     until: float
 
 
+#: Ways a download can go wrong (see :meth:`ContentExporterEmulator.download_fault`).
+DOWNLOAD_FAULTS = ("truncate", "stall", "ignore_range", "wrong_range", "chunked", "chunked_truncate")
+
+
 @dataclass
 class _Truncation:
     after_bytes: int
     remaining: int
+    kind: str = "truncate"
+    seconds: float = 0.0
 
 
 @dataclass
@@ -518,10 +524,32 @@ class ContentExporterEmulator:
         The answer is a 200 (or 206 for a Range request) whose ``Content-Length`` promises more than is sent,
         as when a connection breaks mid-download.
         """
-        if after_bytes < 0 or times < 1:
-            raise ValueError("after_bytes must be >= 0 and times >= 1")
+        self.download_fault("truncate", after_bytes=after_bytes, times=times)
+
+    def download_fault(
+        self, kind: str, *, after_bytes: int = 0, times: int = 1, seconds: float = 0.0
+    ) -> None:
+        """Spoil the next ``times`` artifact downloads in one of the :data:`DOWNLOAD_FAULTS` ways.
+
+        - ``truncate``: full headers (``Accept-Ranges: bytes`` included), then the connection closes
+          after ``after_bytes`` of the body.
+        - ``stall``: send ``after_bytes``, then nothing for ``seconds`` (a client read timeout), then close.
+        - ``ignore_range``: answer a ``Range`` request with 200 and the whole file, as if unsupported.
+        - ``wrong_range``: answer a ``Range`` request with 206 and a ``Content-Range`` (and body) that
+          start 7 bytes later than asked.
+        - ``chunked``: the whole file with chunked transfer encoding: no ``Content-Length``.
+        - ``chunked_truncate``: chunked, and the connection breaks after ``after_bytes``.
+
+        Faults queue in order behind any already pending.
+        """
+        if kind not in DOWNLOAD_FAULTS:
+            raise ValueError(f"unknown download fault {kind!r}; expected one of {', '.join(DOWNLOAD_FAULTS)}")
+        if after_bytes < 0 or times < 1 or seconds < 0:
+            raise ValueError("after_bytes and seconds must be >= 0 and times >= 1")
         with self._lock:
-            self._state.truncations.append(_Truncation(after_bytes=after_bytes, remaining=times))
+            self._state.truncations.append(
+                _Truncation(after_bytes=after_bytes, remaining=times, kind=kind, seconds=seconds)
+            )
 
     @staticmethod
     def _check_endpoint(endpoint: str) -> None:
@@ -828,14 +856,16 @@ class ContentExporterEmulator:
                     self._state.truncations.popleft()
         if truncation is None:
             return web.FileResponse(artifact.path, headers=headers)
-        return await self._serve_truncated(request, artifact, headers, truncation.after_bytes)
+        return await self._serve_faulty(request, artifact, headers, truncation)
 
-    async def _serve_truncated(
-        self, request: web.Request, artifact: Artifact, headers: dict[str, str], after_bytes: int
+    async def _serve_faulty(
+        self, request: web.Request, artifact: Artifact, headers: dict[str, str], fault: _Truncation
     ) -> web.StreamResponse:
         size = artifact.size
         start, stop, status = 0, size, 200
-        if "Range" in request.headers:
+        headers["Accept-Ranges"] = "bytes"
+        chunked = fault.kind in ("chunked", "chunked_truncate")
+        if "Range" in request.headers and fault.kind != "ignore_range" and not chunked:
             try:
                 rng = request.http_range
             except ValueError:
@@ -847,14 +877,25 @@ class ContentExporterEmulator:
             if start >= size:
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             status = 206
+            if fault.kind == "wrong_range":
+                start = min(start + 7, stop - 1)
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = stop - start
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = stop - start
         await response.prepare(request)
-        to_send = min(after_bytes, stop - start)
+        complete = fault.kind in ("ignore_range", "wrong_range", "chunked")
+        to_send = stop - start if complete else min(fault.after_bytes, stop - start)
         for chunk in _read_range(artifact.path, start, to_send):
             await response.write(chunk)
-        # Drop the connection with the body short of Content-Length, as a broken network would.
+        if complete:
+            await response.write_eof()
+            return response
+        if fault.kind == "stall":
+            await asyncio.sleep(fault.seconds)
+        # Drop the connection with the body short of what was promised, as a broken network would.
         if request.transport is not None:
             request.transport.close()
         return response
