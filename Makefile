@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-af2 lint bench clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,25 @@ $(STAMP): pyproject.toml requirements-dev.txt
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_stack.py
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The same unit, integration and dag.test() suites on Airflow 2.11, in a venv of its own.
+AF2_VENV := .venv-af2
+AF2_BIN := $(AF2_VENV)/bin
+AF2_STAMP := $(AF2_VENV)/.installed
+
+$(AF2_STAMP): pyproject.toml requirements-af2.txt
+	test -x $(AF2_BIN)/python || $(PYTHON) -m venv $(AF2_VENV)
+	$(AF2_BIN)/python -m pip install -q uv==0.13.9
+	$(AF2_BIN)/uv pip install -q --python $(AF2_BIN)/python --compile-bytecode -r requirements-af2.txt -e '.[emulator]'
+	touch $(AF2_STAMP)
+
+test-af2: $(AF2_STAMP)
+	$(AF2_BIN)/python -m pytest tests/unit tests/integration tests/e2e -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -28,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/import_cost.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AF2_VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

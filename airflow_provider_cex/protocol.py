@@ -418,10 +418,10 @@ def parse_progress(export_hash: str, payload: Any, secret: str | None = None) ->
                 f"{snippet(_json_preview(payload), secret)!r}."
             )
     message = _first_text(payload, _MESSAGE_FIELDS)
+    if message:  # printable, bounded, without the key; may come out empty (e.g. only control characters)
+        message = snippet(message, secret, limit=1000)
     if failed and not message:
         message = f"the export ended in state {state_text or 'FAILED'} without a message"
-    if message and secret:
-        message = snippet(message, secret, limit=1000)
     return ExportProgress(
         export_hash=export_hash,
         progress=progress,

@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from importlib.metadata import version
 
 import pytest
 
@@ -14,6 +15,10 @@ _AIRFLOW_HOME = tempfile.mkdtemp(prefix="cex-test-airflow-")
 os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+#: Airflow 2.11 and 3.x differ in the metadata DB, dag.test() and the connection form: tests branch on this
+#: (read from the distribution, so that importing this conftest does not import Airflow).
+AIRFLOW_V3 = int(version("apache-airflow").split(".")[0]) >= 3
 
 #: A realistic 40-character key: Airflow does not mask secrets shorter than 5 characters.
 API_KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"

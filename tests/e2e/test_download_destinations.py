@@ -13,7 +13,14 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
 from airflow_provider_cex.operators.content_exporter import ContentExporterDownloadExportOperator
-from tests.e2e.conftest import run_dag, task_states
+from tests.e2e.conftest import (
+    asset_event_extras,
+    attach_object_store,
+    object_url,
+    run_dag,
+    task_states,
+    xcom_value,
+)
 
 LOGICAL_DATE = pendulum.datetime(2026, 11, 26, tz="UTC")
 
@@ -42,15 +49,13 @@ class FlakyFileSystem(MemoryFileSystem):
 @pytest.fixture(autouse=True)
 def object_stores():
     """Register in-memory object stores with Airflow's ObjectStoragePath (no cloud account needed)."""
-    from airflow.sdk.io import attach
-
     memory = fsspec.filesystem("memory")
     memory.store.clear()
-    attach("memory", fs=memory)
+    attach_object_store("memory", fs=memory)
     fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
     flaky = FlakyFileSystem()
     flaky.store.clear()
-    attach("flaky", fs=flaky)
+    attach_object_store("flaky", fs=flaky)
     yield memory
 
 
@@ -70,19 +75,6 @@ def download_dag(dag_id: str, export_hash: str, output_path: str, **kwargs) -> D
     return dag
 
 
-def xcom(dag_run, task_id: str, key: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key)
-            .one()
-        )
-        return XComModel.deserialize_value(row)
-
-
 def test_memory_object_store_folder_receives_a_byte_identical_file(airflow_db, connection, object_stores):
     export_hash = finished_export("21")
     dag = download_dag("cex_memory_dest", export_hash, "memory://bucket/exports/{{ ds }}/")
@@ -91,10 +83,10 @@ def test_memory_object_store_folder_receives_a_byte_identical_file(airflow_db, c
     assert dag_run.state == "success"
     data = object_stores.cat("/bucket/exports/2026-11-26/page-21.pdf")
     assert hashlib.sha256(data).hexdigest() == connection.artifact_sha256
-    assert (
-        xcom(dag_run, "download_export", "return_value") == "memory://bucket/exports/2026-11-26/page-21.pdf"
+    assert xcom_value(dag_run, "download_export", "return_value") == object_url(
+        "memory://bucket/exports/2026-11-26/page-21.pdf"
     )
-    meta = xcom(dag_run, "download_export", "export_file")
+    meta = xcom_value(dag_run, "download_export", "export_file")
     assert meta["sha256"] == connection.artifact_sha256 and meta["size_bytes"] == connection.artifact_size
     assert meta["content_type"] == "application/pdf" and meta["filename"] == "page-21.pdf"
 
@@ -113,9 +105,7 @@ def test_file_url_destination_is_written_atomically_and_durably(airflow_db, conn
 
 
 def test_a_failing_upload_leaves_nothing_at_the_destination(airflow_db, connection, task_log):
-    from airflow.sdk.io import attach
-
-    flaky = attach("flaky").fs
+    flaky = attach_object_store("flaky").fs
     export_hash = finished_export("23")
     dag_run = run_dag(
         download_dag("cex_flaky_dest", export_hash, "flaky://bucket/x/"), logical_date=LOGICAL_DATE
@@ -143,17 +133,12 @@ def test_existing_object_with_overwrite_false_fails_without_downloading(
 
 
 def test_asset_event_carries_size_and_sha256(airflow_db, connection, tmp_path):
-    from airflow.models.asset import AssetEvent
-    from airflow.utils.session import create_session
-
     uri = "file:///exports/confluence/space.pdf"
     export_hash = finished_export("25")
     dag = download_dag("cex_asset_dest", export_hash, str(tmp_path / "space.pdf"), outlets=[Asset(uri)])
     dag_run = run_dag(dag, logical_date=LOGICAL_DATE)
 
     assert dag_run.state == "success"
-    with create_session() as session:
-        events = [e for e in session.query(AssetEvent).all() if e.asset.uri == uri]
-        extras = [dict(e.extra) for e in events]
+    extras = asset_event_extras(uri)
     assert extras and extras[-1]["sha256"] == connection.artifact_sha256
     assert extras[-1]["size_bytes"] == connection.artifact_size

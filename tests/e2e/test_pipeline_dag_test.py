@@ -20,7 +20,14 @@ from airflow_provider_cex.operators.content_exporter import (
 )
 from airflow_provider_cex.sensors.content_exporter import ContentExporterExportSensor
 from tests.conftest import API_KEY
-from tests.e2e.conftest import load_example_dag, run_dag, task_states
+from tests.e2e.conftest import (
+    TASK_DEFERRED,
+    load_example_dag,
+    reschedule_count,
+    run_dag,
+    task_states,
+    xcom_value,
+)
 
 LOGICAL_DATE = pendulum.datetime(2026, 11, 26, tz="UTC")
 
@@ -60,20 +67,6 @@ def pipeline_dag(
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def reschedule_count(dag_run, task_id: str) -> int:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.taskreschedule import TaskReschedule
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return (
-            session.query(TaskReschedule)
-            .join(TaskInstance, TaskInstance.id == TaskReschedule.ti_id)
-            .filter(TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id)
-            .count()
-        )
 
 
 # --------------------------------------------------------------------------- the example DAGs
@@ -231,7 +224,7 @@ def test_example_dag_with_a_deferrable_sensor_succeeds(
     assert dag_run.state == "success"
     assert sha256(tmp_path / "2026-11-26" / "page-777.pdf") == connection.artifact_sha256
     output = task_log()
-    assert "Pausing task as DEFERRED" in output and "Trigger completed" in output
+    assert TASK_DEFERRED in output and "Trigger completed" in output
     assert "ContentExporterExportTrigger" in output  # progress was polled by the trigger
     assert connection.counts["export_progress"] >= 2 and API_KEY not in output
 
@@ -249,13 +242,10 @@ def test_failed_export_fails_the_deferred_sensor_once_without_retries(
     assert states["wait_for_export"] == ("failed", 1)
     assert states["download_export"][0] == "upstream_failed"
     output = task_log()
-    assert "Pausing task as DEFERRED" in output and "Attachment too large" in output
+    assert TASK_DEFERRED in output and "Attachment too large" in output
 
 
 def test_start_task_links_to_the_confluence_page(airflow_db, emulator, tmp_path, monkeypatch):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
     from tests.conftest import CONN_ENV, connection_json
 
     monkeypatch.setenv(
@@ -263,13 +253,7 @@ def test_start_task_links_to_the_confluence_page(airflow_db, emulator, tmp_path,
     )
     dag_run = run_dag(pipeline_dag("cex_link", tmp_path / "f.pdf"), {"page_id": "4242"}, LOGICAL_DATE)
     assert dag_run.state == "success"
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(run_id=dag_run.run_id, task_id="start_export", key="confluence_page_url")
-            .one()
-        )
-        assert (
-            XComModel.deserialize_value(row)
-            == "https://acme.atlassian.net/wiki/pages/viewpage.action?pageId=4242"
-        )
+    assert (
+        xcom_value(dag_run, "start_export", "confluence_page_url")
+        == "https://acme.atlassian.net/wiki/pages/viewpage.action?pageId=4242"
+    )
