@@ -80,7 +80,7 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Region",
                         "description": "Used when Application URL is empty: 'us' "
                         f"({US_APPLICATION_URL}) or 'eu' ({EU_APPLICATION_URL}).",
-                        "schema": {"type": ["string", "null"], "enum": ["us", "eu", None]},
+                        "schema": {"type": ["string", "null"], "enum": ["us", "eu"]},
                     },
                     "confluence_url": {
                         "label": "Confluence URL",

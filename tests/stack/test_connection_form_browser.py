@@ -1,0 +1,142 @@
+"""The connection form as a person sees it: Debian's Chromium, driven by Playwright, on the real stack.
+
+Logs in with the simple auth manager, opens Admin -> Connections -> Add Connection, picks
+"Content Exporter for Confluence", checks the provider's labels and fields, saves the picture
+to ``docs/connection-form.png`` (the form's two sections side by side: the UI opens one at a
+time), then saves the connection and reads it back through the REST API.
+
+Needs ``/usr/bin/chromium`` (``scripts/install_browser.sh``); Playwright never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stack.conftest import ROOT, STACK_TEST_TIMEOUT, requires_stack
+
+pytestmark = [requires_stack, pytest.mark.timeout(STACK_TEST_TIMEOUT)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = ROOT / "docs" / "connection-form.png"
+NEW_CONN_ID = "content_exporter_eu"
+EXAMPLE_KEY = "cexk_example_not_a_real_key_0123456789"
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Any:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1100},
+        )
+        try:
+            context.set_default_timeout(60_000)
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def _side_by_side(page: Any, left: bytes, right: bytes, path: Path) -> None:
+    """One PNG of two screenshots, composed by the browser itself (no imaging library needed)."""
+    images = "".join(
+        f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">' for png in (left, right)
+    )
+    page.set_content(
+        "<html><body style='margin:0;background:#f4f6f8'>"
+        f"<div id='pair' style='display:inline-flex;gap:16px;padding:16px;align-items:flex-start'>{images}"
+        "</div></body></html>"
+    )
+    page.wait_for_function("Array.from(document.images).every(img => img.complete && img.naturalWidth > 0)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.locator("#pair").screenshot(path=str(path))
+
+
+def test_add_connection_form_shows_the_content_exporter_fields(stack: Any, page: Any) -> None:
+    # Log in (simple auth manager: the user and password the stack wrote to its passwords file).
+    page.goto(stack.ui_url)
+    page.get_by_label("Username").fill(stack.username)
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Sign in").click()
+
+    # Admin -> Connections: the connection the stack created with `airflow connections add` is listed.
+    page.get_by_role("button", name="Admin").click()
+    page.get_by_role("menuitem", name="Connections").click()
+    page.get_by_text("content_exporter_default").wait_for()
+
+    # Add Connection, type "Content Exporter for Confluence".
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Connection ID").fill(NEW_CONN_ID)
+    conn_type = dialog.get_by_role("combobox", name="Connection Type")
+    conn_type.click()
+    conn_type.fill("Content Exporter")
+    page.get_by_role("option", name="Content Exporter for Confluence").click()
+
+    # Standard fields, relabelled; schema, login and port hidden; the key is a password input.
+    application_url = dialog.get_by_label("Application URL")
+    api_key = dialog.get_by_label("API key")
+    application_url.wait_for()
+    assert application_url.is_visible() and api_key.is_visible()
+    assert "content-exporter-new.addon.meta-inf.hu" in (application_url.get_attribute("placeholder") or "")
+    assert api_key.get_attribute("type") == "password"
+    for hidden in ("Login", "Port", "Schema", "Host"):
+        assert dialog.get_by_text(hidden, exact=True).count() == 0, f"{hidden} should be hidden"
+    api_key.fill(EXAMPLE_KEY)
+    standard_png = dialog.screenshot()
+
+    # Extra fields from the provider's conn-fields: Region (us/eu), Confluence URL, Timeout.
+    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
+    region = dialog.get_by_role("combobox", name="Region")
+    region.wait_for()
+    confluence_url = dialog.locator("input[name='element_confluence_url']")
+    timeout = dialog.get_by_role("spinbutton", name="Timeout (seconds)")
+    for label in ("Region", "Confluence URL", "Timeout (seconds)"):
+        assert dialog.get_by_text(label, exact=True).is_visible(), label
+    assert confluence_url.is_visible() and timeout.is_visible()
+    assert dialog.get_by_text("adds a 'Confluence page' link", exact=False).is_visible()
+    region.click()
+    page.get_by_role("option", name="eu", exact=True).click()
+    confluence_url.fill("https://acme.atlassian.net/wiki")
+    timeout.fill("60")
+    extra_png = dialog.screenshot()
+
+    _side_by_side(page.context.new_page(), standard_png, extra_png, SCREENSHOT)
+    assert SCREENSHOT.stat().st_size > 10_000
+
+    # Saving stores the extra fields in the connection's extra, the key as its password.
+    dialog.get_by_role("button", name="Save").click()
+    dialog.wait_for(state="hidden")
+    with stack.session() as http:
+        answer = http.get(f"{stack.api_url}/api/v2/connections/{NEW_CONN_ID}", timeout=30)
+        assert answer.status_code == 200, answer.text
+        saved = answer.json()
+        assert saved["conn_type"] == "content_exporter"
+        extra = json.loads(saved["extra"])
+        assert extra["region"] == "eu"
+        assert extra["confluence_url"] == "https://acme.atlassian.net/wiki"
+        assert float(extra["timeout"]) == 60
+        assert EXAMPLE_KEY not in answer.text, "the REST API shows the API key"
+        http.delete(f"{stack.api_url}/api/v2/connections/{NEW_CONN_ID}", timeout=30).raise_for_status()
