@@ -293,10 +293,7 @@ def _exists_message(where: str) -> str:
 
 
 def _metadata(result: Any) -> dict[str, Any]:
-    return {
-        "path": result.path,
-        "filename": result.filename,
-        "size_bytes": result.size_bytes,
-        "sha256": result.sha256,
-        "content_type": result.content_type,
-    }
+    """The XCom form of a ``DownloadedExport``: path, filename, size_bytes, sha256, content_type."""
+    import dataclasses
+
+    return dataclasses.asdict(result)
