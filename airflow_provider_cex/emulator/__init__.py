@@ -4,6 +4,7 @@ Only aiohttp and the standard library are imported, never Airflow or the rest of
 """
 
 from .artifacts import Artifact, build_sample_pdf, deterministic_blocks
+from .chaos import CHAOS_KINDS, Chaos, ChaosSchedule
 from .server import (
     API_KEY_HEADER,
     DEFAULT_ENDPOINTS,
@@ -23,6 +24,7 @@ from .server import (
 
 __all__ = [
     "API_KEY_HEADER",
+    "CHAOS_KINDS",
     "DEFAULT_ENDPOINTS",
     "DEFAULT_FAILURE_MESSAGE",
     "DEMO_API_KEY",
@@ -32,6 +34,8 @@ __all__ = [
     "EXPORT_PROGRESS",
     "START_EXPORT",
     "Artifact",
+    "Chaos",
+    "ChaosSchedule",
     "ContentExporterEmulator",
     "ExportInfo",
     "RequestRecord",

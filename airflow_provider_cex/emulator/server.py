@@ -45,7 +45,9 @@ from typing import Any
 
 from aiohttp import web
 
+from . import chaos as _chaos
 from .artifacts import Artifact, write_artifact
+from .chaos import Chaos, ChaosSchedule, scheduled_chaos
 
 API_KEY_HEADER = "CEX-API-KEY"
 DEMO_API_KEY = "cex-demo-key-0123456789abcdefghijklmnopqrstuv"
@@ -168,6 +170,7 @@ class _Fault:
     status: int
     retry_after: str | None
     remaining: int = 1
+    chaos: Chaos | None = None  # None: a plain status answer (inject/outage)
 
 
 @dataclass
@@ -203,6 +206,9 @@ class _State:
     redirect_status: int = 302
     foreign_source: ContentExporterEmulator | None = None
     truncations: deque[_Truncation] = field(default_factory=deque)
+    schedule: ChaosSchedule | None = None
+    schedule_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENDPOINTS, 0))
+    refusing_until: float = 0.0
 
 
 def _json_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -306,6 +312,8 @@ class ContentExporterEmulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._startup_error: BaseException | None = None
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs and test failure output.
@@ -490,12 +498,80 @@ class ContentExporterEmulator:
             self._state.outages[endpoint] = outage
 
     def clear_faults(self) -> None:
-        """Drop every injected fault, outage and pending download truncation."""
+        """Drop every injected fault and chaos, outage, chaos schedule and pending download truncation."""
         with self._lock:
             for queue in self._state.faults.values():
                 queue.clear()
             self._state.outages.clear()
             self._state.truncations.clear()
+            self._state.schedule = None
+            self._state.refusing_until = 0.0
+
+    def chaos(self, endpoint: str, chaos: Chaos | str, *, times: int = 1, **params: Any) -> None:
+        """Spoil the next ``times`` calls of ``endpoint`` with a :class:`~.chaos.Chaos` (or a kind + params).
+
+        ``emu.chaos("export_progress", "wrong_json", variant=3)`` is
+        ``emu.chaos("export_progress", Chaos("wrong_json", variant=3))``. Queued with :meth:`inject`'s faults.
+        """
+        self._check_endpoint(endpoint)
+        spec = chaos if isinstance(chaos, Chaos) else Chaos(chaos, **params)
+        if endpoint not in _chaos.APPLIES_TO[spec.kind]:
+            raise ValueError(f"chaos kind {spec.kind!r} does not apply to {endpoint!r}")
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times}")
+        with self._lock:
+            self._state.faults[endpoint].append(
+                _Fault(status=0, retry_after=None, remaining=times, chaos=spec)
+            )
+
+    def chaos_schedule(self, schedule: ChaosSchedule | None) -> None:
+        """Spoil requests per a seeded :class:`~.chaos.ChaosSchedule` (after queued faults); None stops it.
+
+        The per-endpoint request numbering restarts at 0, so the same schedule replays the same faults.
+        """
+        with self._lock:
+            self._state.schedule = schedule
+            self._state.schedule_counts = dict.fromkeys(ENDPOINTS, 0)
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Stop listening for ``seconds`` (clients get "connection refused"), then listen again, same port.
+
+        Kept-alive connections are reset when they send a request during the window.
+        """
+        if seconds <= 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        loop = self._serving_loop
+        if loop is None or self._runner is None:
+            raise RuntimeError("the emulator is not running")
+        with self._lock:
+            self._state.refusing_until = time.monotonic() + seconds
+        done = threading.Event()
+
+        async def close_then_reopen() -> None:
+            runner = self._runner
+            if runner is None:
+                done.set()
+                return
+            for site in list(runner.sites):
+                await site.stop()
+            done.set()
+            await asyncio.sleep(seconds)
+            if self._runner is runner:
+                site = web.TCPSite(runner, self._host, self.port, backlog=LISTEN_BACKLOG, reuse_address=True)
+                await site.start()
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(close_then_reopen())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        asyncio.run_coroutine_threadsafe(close_then_reopen(), loop)
+        if not done.wait(10.0):
+            raise RuntimeError("the emulator did not stop listening within 10 s")
 
     def redirect_downloads_to(self, origin: str | None, *, status: int = 302) -> None:
         """Answer finished downloads with a redirect to ``origin`` + the same path; None turns it off.
@@ -599,6 +675,7 @@ class ContentExporterEmulator:
             if not addresses:
                 raise RuntimeError("the emulator did not bind any socket")
             self._port = int(addresses[0][1])
+            self._serving_loop = asyncio.get_running_loop()
         except BaseException:
             await runner.cleanup()
             raise
@@ -703,16 +780,38 @@ class ContentExporterEmulator:
         now = time.monotonic()
         with self._lock:
             self._state.counts[endpoint] += 1
-            fault = self._take_fault(endpoint, now)
+            refusing = now < self._state.refusing_until
+            fault = None if refusing else self._take_fault(endpoint, now)
             foreign = endpoint == DOWNLOAD_EXPORT and self._state.foreign_source is not None
+        if refusing:  # a kept-alive connection during a refusal window: reset it
+            return _reset_connection(request)
+        spoil = fault.chaos if fault is not None else None
         # Faults come first, like a rate-limiting proxy in front of the service.
-        if fault is not None:
+        if fault is not None and spoil is None:
             return _fault_response(fault.status, fault.retry_after)
+        if spoil is not None and spoil.kind in _chaos.BEFORE_SERVICE:
+            return await _answer_before_service(request, spoil)
         if not foreign:
             supplied = request.headers.get(API_KEY_HEADER, "")
             if not hmac.compare_digest(supplied.encode("utf-8"), self._api_key.encode("utf-8")):
                 return _json_error(401, "invalid API key")
-        return await handler(request)
+        if spoil is None:
+            return await handler(request)
+        if spoil.kind == "huge_error_body":
+            return await _huge_error(request, spoil)
+        if spoil.kind in ("truncated_body", "reset_mid_body") and endpoint == DOWNLOAD_EXPORT:
+            # The artifact path already knows how to break a body part-way.
+            self._queue_download_break(spoil)
+            return await handler(request)
+        response = await handler(request)
+        return await _spoil_answer(request, endpoint, response, spoil)
+
+    def _queue_download_break(self, spoil: Chaos) -> None:
+        kind = "reset" if spoil.kind == "reset_mid_body" else "truncate"
+        with self._lock:
+            artifact = self._artifact
+            after = int((artifact.size if artifact else 0) * spoil.fraction)
+            self._state.truncations.appendleft(_Truncation(after_bytes=after, remaining=1, kind=kind))
 
     def _take_fault(self, endpoint: str, now: float) -> _Fault | None:
         """Return the fault answering this call, if any (caller holds the lock)."""
@@ -728,6 +827,13 @@ class ContentExporterEmulator:
             if fault.remaining <= 0:
                 queue.popleft()
             return fault
+        schedule = self._state.schedule
+        if schedule is not None:
+            n = self._state.schedule_counts[endpoint]
+            self._state.schedule_counts[endpoint] = n + 1
+            spoil = scheduled_chaos(schedule, endpoint, n)
+            if spoil is not None:
+                return _Fault(status=0, retry_after=None, chaos=spoil)
         return None
 
     async def _record_response(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -895,10 +1001,100 @@ class ContentExporterEmulator:
             return response
         if fault.kind == "stall":
             await asyncio.sleep(fault.seconds)
+        if fault.kind == "reset":
+            return _reset_connection(request, response)
         # Drop the connection with the body short of what was promised, as a broken network would.
         if request.transport is not None:
             request.transport.close()
         return response
+
+
+# ------------------------------------------------------------------------------------ chaos answers
+
+
+def _reset_connection(
+    request: web.BaseRequest, response: web.StreamResponse | None = None
+) -> web.StreamResponse:
+    """Reset (RST) the request's connection; returns a response for aiohttp that will never be sent."""
+    transport = request.transport
+    if transport is not None:
+        _chaos.reset_socket(transport.get_extra_info("socket"))
+        transport.close()
+    return response if response is not None else web.Response(status=499)
+
+
+async def _answer_before_service(request: web.Request, spoil: Chaos) -> web.StreamResponse:
+    """Chaos answered in front of the service: statuses, resets, stalls and redirects."""
+    if spoil.kind == "status":
+        return _fault_response(spoil.status, spoil.retry_after)
+    if spoil.kind == "reset_before_headers":
+        await request.read()  # the whole request arrived: the client cannot know whether it was acted on
+        return _reset_connection(request)
+    if spoil.kind == "stall_before_headers":
+        await request.read()
+        await asyncio.sleep(spoil.seconds)
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=499)
+    if spoil.kind == "redirect_loop":
+        return web.Response(status=spoil.status, headers={"Location": str(request.rel_url)})
+    # redirect_foreign
+    target = (spoil.target or "").rstrip("/")
+    return web.Response(status=spoil.status, headers={"Location": target + str(request.rel_url)})
+
+
+async def _huge_error(request: web.Request, spoil: Chaos) -> web.StreamResponse:
+    """An error status with a body of ``spoil.size`` bytes, streamed (a client should stop reading early)."""
+    response = web.StreamResponse(status=spoil.status, headers={"Content-Type": "text/html"})
+    response.content_length = spoil.size
+    await response.prepare(request)
+    block = (b"<p>" + b"x" * 1020 + b"</p>") * 1024  # 1 MiB
+    remaining = spoil.size
+    try:
+        while remaining > 0:
+            piece = block[: min(len(block), remaining)]
+            await response.write(piece)
+            remaining -= len(piece)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):  # the client hung up, as it should
+        pass
+    return response
+
+
+async def _spoil_answer(
+    request: web.Request, endpoint: str, response: web.StreamResponse, spoil: Chaos
+) -> web.StreamResponse:
+    """Chaos applied to the service's own answer (the export was started, progress computed, ...)."""
+    if spoil.kind == "hostile_filename":
+        response.headers["Content-Disposition"] = _chaos.HOSTILE_DISPOSITIONS[
+            spoil.variant % len(_chaos.HOSTILE_DISPOSITIONS)
+        ]
+        return response
+    body = response.body if isinstance(response, web.Response) else None
+    raw = body if isinstance(body, bytes) else b""
+    if spoil.kind in ("truncated_body", "reset_mid_body"):
+        cut = web.StreamResponse(status=response.status, headers={"Content-Type": "application/json"})
+        cut.content_length = len(raw)
+        await cut.prepare(request)
+        await cut.write(raw[: int(len(raw) * spoil.fraction)])
+        if spoil.kind == "reset_mid_body":
+            return _reset_connection(request, cut)
+        if request.transport is not None:
+            request.transport.close()
+        return cut
+    if spoil.kind == "non_json":
+        content_type, garbage = _chaos.NON_JSON_BODIES[spoil.variant % len(_chaos.NON_JSON_BODIES)]
+        return web.Response(status=200, body=garbage, headers={"Content-Type": content_type})
+    if spoil.kind == "wrong_json":
+        return web.Response(
+            status=200, body=_chaos.wrong_json_body(endpoint, spoil), content_type="application/json"
+        )
+    # progress_backwards / progress_over_100
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return response
+    return web.json_response(_chaos.spoil_progress(payload, spoil), status=response.status)
 
 
 def _read_range(path: Path, start: int, length: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
