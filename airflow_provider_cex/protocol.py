@@ -523,8 +523,20 @@ def failure_for_status(
     body: bytes | str | None,
     conn_id: str,
     secret: str | None,
+    app_url: str | None = None,
 ) -> Exception:
-    """The exception for a non-2xx answer: ``RetryableFailure`` when another attempt is safe and useful."""
+    """The exception for a non-2xx answer: ``RetryableFailure`` when another attempt is safe and useful.
+
+    :param app_url: the configured application URL; a 401/403 from another origin (after a redirect,
+        where the key is deliberately not sent) is reported as a redirect problem, not a bad key.
+    """
+    if status in (401, 403) and app_url is not None and origin_of(url) != origin_of(app_url):
+        return ContentExporterProtocolError(
+            f"Content Exporter redirected the request to {urlsplit(url).netloc!r}, which answered HTTP "
+            f"{status} while trying to {what}. The API key is sent only to the application URL "
+            f"({app_url}), never to another host; if the service really moved, update the host of "
+            f"connection {conn_id!r}."
+        )
     if is_retryable_status(status, idempotent):
         return RetryableFailure(f"HTTP {status}", parse_retry_after(retry_after, time.time()))
     if status >= 500:
@@ -580,8 +592,10 @@ def error_for_status(
         )
     if status == 409:
         return ContentExporterProtocolError(
-            f"Content Exporter is not ready to {what} (HTTP 409 from {url}): wait until the export's "
-            f"progress reaches 100 (use ContentExporterExportSensor).{tail}"
+            f"Content Exporter is not ready to {what} (HTTP 409 from {url}): the export has not finished "
+            "or has failed. Wait until its progress reaches 100 (ContentExporterExportSensor) before "
+            "downloading; if it already did, the service reported completion too early: retry the "
+            f"download task.{tail}"
         )
     return ContentExporterProtocolError(
         f"Content Exporter answered HTTP {status} while trying to {what} ({url}).{tail}"

@@ -314,6 +314,8 @@ class ContentExporterEmulator:
         self._startup_error: BaseException | None = None
         self._serving_loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._listening = threading.Event()
+        self._listening.set()
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs and test failure output.
@@ -505,7 +507,6 @@ class ContentExporterEmulator:
             self._state.outages.clear()
             self._state.truncations.clear()
             self._state.schedule = None
-            self._state.refusing_until = 0.0
 
     def chaos(self, endpoint: str, chaos: Chaos | str, *, times: int = 1, **params: Any) -> None:
         """Spoil the next ``times`` calls of ``endpoint`` with a :class:`~.chaos.Chaos` (or a kind + params).
@@ -523,6 +524,10 @@ class ContentExporterEmulator:
             self._state.faults[endpoint].append(
                 _Fault(status=0, retry_after=None, remaining=times, chaos=spec)
             )
+
+    def wait_listening(self, timeout: float = 10.0) -> bool:
+        """Wait for the end of a :meth:`refuse_connections` window; True once the port listens again."""
+        return self._listening.wait(timeout)
 
     def chaos_schedule(self, schedule: ChaosSchedule | None) -> None:
         """Spoil requests per a seeded :class:`~.chaos.ChaosSchedule` (after queued faults); None stops it.
@@ -546,6 +551,7 @@ class ContentExporterEmulator:
         with self._lock:
             self._state.refusing_until = time.monotonic() + seconds
         done = threading.Event()
+        self._listening.clear()
 
         async def close_then_reopen() -> None:
             runner = self._runner
@@ -556,9 +562,14 @@ class ContentExporterEmulator:
                 await site.stop()
             done.set()
             await asyncio.sleep(seconds)
-            if self._runner is runner:
-                site = web.TCPSite(runner, self._host, self.port, backlog=LISTEN_BACKLOG, reuse_address=True)
-                await site.start()
+            try:
+                if self._runner is runner:
+                    site = web.TCPSite(
+                        runner, self._host, self.port, backlog=LISTEN_BACKLOG, reuse_address=True
+                    )
+                    await site.start()
+            finally:
+                self._listening.set()
 
         try:
             running = asyncio.get_running_loop()
@@ -994,10 +1005,13 @@ class ContentExporterEmulator:
         await response.prepare(request)
         complete = fault.kind in ("ignore_range", "wrong_range", "chunked")
         to_send = stop - start if complete else min(fault.after_bytes, stop - start)
-        for chunk in _read_range(artifact.path, start, to_send):
-            await response.write(chunk)
-        if complete:
-            await response.write_eof()
+        try:
+            for chunk in _read_range(artifact.path, start, to_send):
+                await response.write(chunk)
+            if complete:
+                await response.write_eof()
+                return response
+        except ConnectionError:  # the client gave up first (e.g. its read timeout during a stall)
             return response
         if fault.kind == "stall":
             await asyncio.sleep(fault.seconds)

@@ -432,10 +432,11 @@ class ContentExporterHook(BaseHook):
             idempotent=idempotent,
             retry_after=resp.headers.get("Retry-After"),
             what=what,
-            url=url,
+            url=resp.url or url,
             body=body,
             conn_id=self.content_exporter_conn_id,
             secret=self.settings.api_key,
+            app_url=self.settings.base_url,
         )
 
     def _network_failure(self, err: requests.RequestException, idempotent: bool, what: str) -> Exception:
@@ -861,6 +862,7 @@ class ContentExporterAsyncHook(BaseHook):
                             body=bytes(body),
                             conn_id=self.content_exporter_conn_id,
                             secret=settings.api_key,
+                            app_url=settings.base_url,
                         )
                     return bytes(body)
         except aiohttp.ClientSSLError:
