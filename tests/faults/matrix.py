@@ -51,6 +51,13 @@ TRIGGER = "progress/trigger"
 #: Faults the provider must survive: anything but a byte-identical file is a bad outcome.
 MUST_SUCCEED: frozenset[tuple[str, str]] = frozenset(
     {
+        *(
+            (row, endpoint)
+            for row in ("429 Retry-After seconds", "429 Retry-After HTTP date", "429 no Retry-After")
+            for endpoint in (START, PROGRESS, DOWNLOAD, TRIGGER)
+        ),
+        ("connection refused", PROGRESS),
+        ("connection refused", TRIGGER),
         ("progress_backwards", PROGRESS),
         ("hostile_filename", DOWNLOAD),
         ("redirect_foreign", DOWNLOAD),
@@ -125,6 +132,25 @@ def _chaos_arm(endpoint: str, kind: str) -> Arm:
     return arm
 
 
+STATUS_ROWS = ("429 Retry-After seconds", "429 Retry-After HTTP date", "429 no Retry-After", "5xx HTML page")
+
+
+def _status_arm(endpoint: str, row: str) -> Arm:
+    def arm(emu: Any, foreign: Any, rng: random.Random) -> None:
+        from email.utils import formatdate
+
+        status, retry_after = rng.choice((500, 502, 503, 504)), None
+        if row == "429 Retry-After seconds":
+            status, retry_after = 429, rng.choice(("0", "1"))
+        elif row == "429 Retry-After HTTP date":
+            status, retry_after = 429, formatdate(time.time() + rng.uniform(0.2, 1.5), usegmt=True)
+        elif row == "429 no Retry-After":
+            status = 429
+        emu.inject(endpoint, status=status, retry_after=retry_after, times=rng.randint(1, 3))
+
+    return arm
+
+
 def _body_arm(kind: str) -> Arm:
     def arm(emu: Any, foreign: Any, rng: random.Random) -> None:
         if kind in ("ignore_range", "wrong_range"):  # these only matter once a resume asks for a range
@@ -147,14 +173,18 @@ def fault_kinds() -> dict[tuple[str, str], Arm]:
     kinds: dict[tuple[str, str], Arm] = {}
     for endpoint in ENDPOINT_ORDER:
         for kind, endpoints in APPLIES_TO.items():
-            if endpoint in endpoints:
+            if kind == "status":
+                kinds.update({(name, endpoint): _status_arm(endpoint, name) for name in STATUS_ROWS})
+            elif endpoint in endpoints:
                 kinds[(kind, endpoint)] = _chaos_arm(endpoint, kind)
         kinds[("connection refused", endpoint)] = _refuse_arm
     for body in ("stall", "ignore_range", "wrong_range", "chunked", "chunked_truncate"):
         kinds[(f"body: {body}", DOWNLOAD)] = _body_arm(body)
     kinds[("export failed", PROGRESS)] = lambda emu, foreign, rng: emu.fail_pages([PAGE_ID])
     for kind, endpoints in APPLIES_TO.items():
-        if PROGRESS in endpoints:
+        if kind == "status":
+            kinds.update({(name, TRIGGER): _status_arm(PROGRESS, name) for name in STATUS_ROWS})
+        elif PROGRESS in endpoints:
             kinds[(kind, TRIGGER)] = _chaos_arm(PROGRESS, kind)
     kinds[("connection refused", TRIGGER)] = _refuse_arm
     kinds[("export failed", TRIGGER)] = lambda emu, foreign, rng: emu.fail_pages([PAGE_ID])

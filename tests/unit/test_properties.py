@@ -128,3 +128,54 @@ def test_content_disposition_names_always_sanitise_to_a_file_inside_the_folder(n
 def test_snippets_are_bounded_printable_and_never_hold_the_key(text):
     out = snippet(text + KEY + text, KEY)
     assert len(out) <= 200 and KEY not in out and out.isprintable()
+
+
+_HOSTILE_PIECES = st.sampled_from(
+    [
+        "../",
+        "..\\",
+        "/",
+        "\\",
+        "/etc/passwd",
+        "C:\\Windows\\",
+        "\x00",
+        "\r\n",
+        "\x07",
+        "\x1b[31m",
+        "\u202e",
+        "CON",
+        "nul",
+        "COM1",
+        "LPT9",
+        "aux.",
+        ".",
+        "..",
+        " ",
+        ".bashrc",
+        "~",
+        "%2F",
+        '*?<>|:"',
+    ]
+)
+_LONG_RUNS = st.builds(
+    lambda ch, n: ch * n, st.sampled_from(["A", "é", "😀", ".", "/"]), st.integers(0, 10_000)
+)
+
+
+@given(st.lists(_HOSTILE_PIECES | _LONG_RUNS | st.text(max_size=20), max_size=8), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_hostile_server_file_names_become_one_valid_name_inside_the_folder(pieces, with_extension):
+    from urllib.parse import quote
+
+    name = "".join(pieces) + (".pdf" if with_extension else "")
+    for header in (f"attachment; filename*=UTF-8''{quote(name)}", f'attachment; filename="{name}"'):
+        result = sanitize_filename(filename_from_content_disposition(header), "fallback.pdf")
+        folder = os.path.abspath("/srv/exports")
+        assert os.path.dirname(os.path.abspath(os.path.join(folder, result))) == folder
+        assert result and result.isprintable() and not result.startswith(".")
+        assert not any(ch in result for ch in '/\\\x00<>:"|?*')
+        assert len(result.encode("utf-8")) <= 200
+        stem = result.split(".")[0].upper()
+        assert stem not in {"CON", "PRN", "AUX", "NUL"} | {
+            f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)
+        }
