@@ -112,12 +112,33 @@ def test_unknown_hash_fires_error_at_once(connection):
     assert connection.counts["export_progress"] == 1
 
 
-def test_run_never_blocks_the_event_loop(connection, caplog):
+def test_run_never_blocks_the_event_loop(connection, caplog, monkeypatch):
     connection.export_seconds = 0.5
     export_hash = start_export()
+    import threading
+
+    import requests
+
+    loop_threads: set[int] = set()
+    blocking: list[str] = []
+
+    def guard(name, original):
+        def wrapper(*args, **kwargs):
+            if threading.get_ident() in loop_threads:
+                blocking.append(name)
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    # Sync HTTP and sleeping on the loop's thread are the blocking calls a trigger could slip into.
+    monkeypatch.setattr(requests.Session, "send", guard("requests", requests.Session.send))
+    monkeypatch.setattr(time, "sleep", guard("time.sleep", time.sleep))
 
     async def main() -> list[dict]:
-        asyncio.get_running_loop().slow_callback_duration = 0.05
+        loop_threads.add(threading.get_ident())
+        # A threshold well above scheduling noise on a busy 2-core machine, well below a blocking call
+        # waiting on the network or a database.
+        asyncio.get_running_loop().slow_callback_duration = 0.2
         return await collect(
             ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
         )
@@ -125,6 +146,7 @@ def test_run_never_blocks_the_event_loop(connection, caplog):
     caplog.set_level(logging.WARNING, logger="asyncio")
     events = asyncio.run(main(), debug=True)
     assert [e["status"] for e in events] == ["success"]
+    assert blocking == []
     slow = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
     assert slow == []
 
