@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-af2 lint bench clean
+.PHONY: demo test test-af2 lint bench faults clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ $(AF2_STAMP): pyproject.toml requirements-af2.txt
 	touch $(AF2_STAMP)
 
 test-af2: $(AF2_STAMP)
-	$(AF2_BIN)/python -m pytest tests/unit tests/integration tests/e2e -q
+	$(AF2_BIN)/python -m pytest tests/unit tests/integration tests/e2e tests/faults -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,6 +43,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/import_cost.py
+
+# The full fault matrix (~400 seeded runs, about 5 minutes, loopback only); CI runs one seed per cell.
+faults: $(STAMP)
+	$(BIN)/python benchmarks/fault_matrix.py --seeds 6 --check
 
 clean:
 	rm -rf $(VENV) $(AF2_VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

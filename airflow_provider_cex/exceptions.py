@@ -39,3 +39,12 @@ class ContentExporterTransientError(ContentExporterError):
 
 class ContentExporterProtocolError(ContentExporterError):
     """The service answered something this provider cannot interpret, or a request it rejects (4xx)."""
+
+
+class ContentExporterStartUncertainError(ContentExporterError):
+    """A start request may have reached the service, but its answer was lost or unreadable.
+
+    The export may be running, and its hash is unknown. Neither the hook nor the start operator repeats the
+    request (the operator fails without Airflow task retries): a second attempt could start a second
+    export of the same tree. Clear the task to start a new export on purpose.
+    """

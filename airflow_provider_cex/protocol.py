@@ -26,6 +26,7 @@ from airflow_provider_cex.exceptions import (
     ContentExporterError,
     ContentExporterNotFoundError,
     ContentExporterProtocolError,
+    ContentExporterStartUncertainError,
     ContentExporterTransientError,
 )
 
@@ -539,13 +540,25 @@ def failure_for_status(
         )
     if is_retryable_status(status, idempotent):
         return RetryableFailure(f"HTTP {status}", parse_retry_after(retry_after, time.time()))
-    if status >= 500:
+    if status >= 500 and idempotent:  # e.g. 501 or 505: not worth repeating at once
         return ContentExporterTransientError(
+            f"Content Exporter answered HTTP {status} while trying to {what}; the task can be retried. "
+            f"Server said: {snippet(body, secret)!r}."
+        )
+    if status >= 500:
+        return ContentExporterStartUncertainError(
             f"Content Exporter answered HTTP {status} while trying to {what}. The request may have "
-            "been processed, so it was not repeated automatically (that could start a second "
-            f"export); the task can be retried. Server said: {snippet(body, secret)!r}."
+            f"reached the server and started the export, so it was not repeated: {START_UNCERTAIN_ADVICE} "
+            f"Server said: {snippet(body, secret)!r}."
         )
     return error_for_status(status, what=what, url=url, body=body, conn_id=conn_id, secret=secret)
+
+
+START_UNCERTAIN_ADVICE = (
+    "a second attempt could start a second export. Check the export in Confluence; clear the task "
+    "to start a new one."
+)
+"""What to do when a start request may have been processed but its answer was lost."""
 
 
 def give_up_message(
@@ -633,7 +646,9 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
     text = re.split(r"[/\\]", text)[-1]  # drop any directory part, either flavour
     text = _BAD_CHARS.sub("_", text)
     text = "".join(ch for ch in text if ch.isprintable())
-    text = text.strip().strip(".").strip()
+    previous = None
+    while previous != text:  # ". .pdf" must not end up as the hidden ".pdf"
+        previous, text = text, text.strip().strip(".")
     if not text or set(text) <= {"_", " ", "."}:
         text = fallback
     stem, dot, ext = text.rpartition(".")

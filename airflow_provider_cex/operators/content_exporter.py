@@ -118,6 +118,7 @@ class ContentExporterStartExportOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         page_id = self._validated_page_id()
         body = self._parsed_export_body()
+        from airflow_provider_cex.exceptions import ContentExporterStartUncertainError
         from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
 
         with ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id) as hook:
@@ -126,7 +127,11 @@ class ContentExporterStartExportOperator(BaseOperator):
 
                 url = confluence_page_url(hook.settings.confluence_url, page_id)
                 context["ti"].xcom_push(key=CONFLUENCE_PAGE_XCOM_KEY, value=url)
-            export_hash = hook.start_export(page_id, body)
+            try:
+                export_hash = hook.start_export(page_id, body)
+            except ContentExporterStartUncertainError as err:
+                # An Airflow retry could start a second export of the same tree: fail for good instead.
+                raise AirflowFailException(f"{self.task_id}: {err}") from None
         self.log.info("Started export of Confluence page %s: hash %s", page_id, export_hash)
         return export_hash
 

@@ -14,6 +14,7 @@ import pytest
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterNotFoundError,
+    ContentExporterStartUncertainError,
     ContentExporterTransientError,
 )
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
@@ -139,7 +140,7 @@ def test_start_is_retried_after_503_and_starts_exactly_one_export(connection):
 
 def test_start_is_not_repeated_after_a_500_that_may_have_been_processed(connection):
     connection.inject("start_export", status=500, times=1)
-    with make_hook() as hook, pytest.raises(ContentExporterTransientError, match="not repeated"):
+    with make_hook() as hook, pytest.raises(ContentExporterStartUncertainError, match="not repeated"):
         hook.start_export("5")
     assert connection.counts["start_export"] == 1
 

@@ -7,7 +7,7 @@ import os
 import time
 from email.utils import formatdate
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cex.exceptions import ContentExporterProtocolError
@@ -164,6 +164,7 @@ _LONG_RUNS = st.builds(
 
 @given(st.lists(_HOSTILE_PIECES | _LONG_RUNS | st.text(max_size=20), max_size=8), st.booleans())
 @settings(max_examples=400, deadline=None)
+@example(pieces=[".", " "], with_extension=True)  # once sanitised to the hidden ".pdf"
 def test_hostile_server_file_names_become_one_valid_name_inside_the_folder(pieces, with_extension):
     from urllib.parse import quote
 
