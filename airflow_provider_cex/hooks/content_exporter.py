@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -71,8 +70,6 @@ T = TypeVar("T")
 #: Download read size: large enough that per-chunk Python overhead vanishes next to the copy, small
 #: enough that a break loses little (a partly read chunk is read again on resume).
 CHUNK_SIZE = 1024 * 1024
-#: Preallocated read buffers (see :func:`_chunks`); must exceed the hashing queue by one.
-READ_RING = 4
 #: Each chunk is written in slices of this size: on the machines measured, write() calls of
 #: 1 MiB or more often took a slow page-cache path (benchmarks/download_throughput.py: a 1 GiB
 #: download went from ~2.5x curl's time to ~1x with 512 KiB writes).
@@ -555,11 +552,7 @@ class ContentExporterHook(BaseHook):
                 if total is None or written == total:
                     return written, digest.hexdigest()
                 reason = f"the body ended after {written} of {total} bytes"
-            except (
-                requests.RequestException,
-                urllib3.exceptions.HTTPError,
-                _BodyReadError,  # read straight from http.client (see _chunks); not write errors
-            ) as err:
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
                 reason = f"{_describe_read_error(err)} after {written} bytes"
             breaks += 1
             wait = self.retry_policy.wait(breaks, None, self._rng)
@@ -610,8 +603,8 @@ class _BackgroundSha256:
         self._digest = hashlib.sha256()
         self._pending: deque[Any] = deque()
 
-    def update(self, chunk: bytes | memoryview) -> None:
-        while len(self._pending) >= READ_RING - 2:
+    def update(self, chunk: bytes) -> None:
+        while len(self._pending) >= 2:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._digest.update, chunk))
 
@@ -660,52 +653,14 @@ class _ProgressLog:
             )
 
 
-class _BodyReadError(Exception):
-    """Reading the body from the socket failed (a socket or http.client error, kept as ``error``)."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _chunks(resp: Response) -> Iterator[bytes | memoryview]:
-    """The body as sent (no decoding: the file is saved as-is), in chunks of up to ``CHUNK_SIZE``.
-
-    When the socket-level response is reachable (urllib3 2.x over http.client, nothing buffered yet) the
-    body is read with ``readinto`` into a ring of :data:`READ_RING` preallocated buffers: no allocation
-    per chunk. Fresh 1 MiB objects are mmap-ed and page-faulted anew by the allocator every time, which
-    cost more than the copy itself on the VMs measured (benchmarks/download_throughput.py). A yielded
-    view stays valid until ``READ_RING - 1`` more chunks were read: :class:`_BackgroundSha256` keeps at
-    most ``READ_RING - 2`` chunks pending, so it never hashes a buffer being refilled.
-    """
+def _chunks(resp: Response) -> Iterator[bytes]:
+    """The body as sent (no decoding: the file is saved as-is), in chunks of ``CHUNK_SIZE``."""
     raw = resp.raw
-    fp = getattr(raw, "_fp", None)
-    buffered = getattr(raw, "_decoded_buffer", None)
-    if not isinstance(fp, http.client.HTTPResponse) or buffered is None or len(buffered):
-        while True:
-            chunk = raw.read(CHUNK_SIZE, decode_content=False)
-            if not chunk:
-                return
-            yield chunk
-    ring = [memoryview(bytearray(CHUNK_SIZE)) for _ in range(READ_RING)]
-    index = 0
     while True:
-        view = ring[index]
-        index = (index + 1) % READ_RING
-        filled = 0
-        while filled < CHUNK_SIZE:  # fill the buffer: fewer, larger hash and write calls
-            try:
-                n = fp.readinto(view[filled:])
-            except (OSError, http.client.HTTPException) as err:  # reset, timeout, broken chunking
-                raise _BodyReadError(err) from err
-            if not n:
-                break
-            filled += n
-        if not filled:
+        chunk = raw.read(CHUNK_SIZE, decode_content=False)
+        if not chunk:
             return
-        yield view[:filled]
-        if filled < CHUNK_SIZE:
-            return
+        yield chunk
 
 
 def _content_range_matches(header: str | None, start: int, total: int | None) -> bool:
@@ -733,9 +688,7 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _describe_read_error(err: Exception) -> str:
-    if isinstance(err, _BodyReadError):
-        err = err.error if isinstance(err.error, Exception) else err
-    if isinstance(err, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+    if isinstance(err, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
         return "the server stopped sending (read timeout)"
     return "the connection broke"
 
