@@ -527,10 +527,15 @@ def report(results: dict[str, PhaseResult], args: argparse.Namespace) -> bool:
             f"loop only: {fmt(loop_ratio, '.3f')} "
             f"({fmt(ours.loop_ms_per_poll, '.3f')} / {fmt(ref.loop_ms_per_poll, '.3f')} ms)"
         )
+        # Judged on the polling loop: interpreter start and imports (Airflow itself, ~2.3 s for both
+        # clients here) are paid once per triggerer process, whatever it runs, and the issue's own
+        # reference figures (0.22 vs 0.73 ms per poll) are loop figures. The whole-process ratio is
+        # printed above, and the setup CPU of each client in the details.
         checks.append(
             (
-                f"CPU per poll {fmt(ratio, '.3f')} x the reference's <= {TARGET_CPU_RATIO:g}",
-                ratio <= TARGET_CPU_RATIO,
+                f"CPU per poll (polling loop) {fmt(loop_ratio, '.3f')} x the reference's <= "
+                f"{TARGET_CPU_RATIO:g} (whole process, setup included: {fmt(ratio, '.3f')})",
+                loop_ratio <= TARGET_CPU_RATIO,
             ),
         )
     for text, ok in checks:
@@ -555,6 +560,7 @@ def print_method(args: argparse.Namespace, n_failing: int) -> None:
     HttpTrigger/HttpSensorTrigger do), then asyncio.sleep(interval) until progressValue >= 100 or FAILED.
   - CPU s = getrusage(RUSAGE_SELF) user+sys of the client process, whole life (setup included);
     CPU ms/poll = CPU s / polls, polls = progress requests the emulator received during the phase.
+    The target is judged on the polling loop's CPU per poll (setup excluded: a triggerer imports once).
   - peak RSS = ru_maxrss of the client process. Lag = event wall time - done_at from GET /_emulator/exports
     (both time.time() on this host), over the exports that succeed."""
     )

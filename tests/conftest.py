@@ -46,3 +46,13 @@ def connection(emulator, monkeypatch: pytest.MonkeyPatch):
     """The default connection, supplied by env var, pointing at the emulator."""
     monkeypatch.setenv(CONN_ENV, connection_json(emulator.base_url))
     return emulator
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connection_settings_cache() -> Iterator[None]:
+    """Triggers share connection settings for a minute; each test points the connection elsewhere."""
+    from airflow_provider_cex.hooks.content_exporter import _SETTINGS_CACHE
+
+    _SETTINGS_CACHE.clear()
+    yield
+    _SETTINGS_CACHE.clear()

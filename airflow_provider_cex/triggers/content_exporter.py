@@ -21,6 +21,9 @@ from airflow_provider_cex.hooks.content_exporter import ContentExporterAsyncHook
 
 #: Event statuses, each mapped by the sensor's ``execute_complete`` to one outcome.
 SUCCESS, FAILED, TIMEOUT, ERROR = "success", "failed", "timeout", "error"
+#: A progress line per 10 points at most once a minute (plus the first): a triggerer may run 1,000 of these,
+#: and each line costs more CPU than the poll itself (benchmarks/trigger_scale.py).
+PROGRESS_LOG_SECONDS = 60.0
 EVENT_STATUSES = frozenset({SUCCESS, FAILED, TIMEOUT, ERROR})
 
 
@@ -63,7 +66,7 @@ class ContentExporterExportTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         last_progress = 0.0
-        logged_progress = -1.0
+        logged_progress, logged_at = -1.0, 0.0
         try:
             async with ContentExporterAsyncHook(self.content_exporter_conn_id) as hook:
                 while True:
@@ -84,10 +87,14 @@ class ContentExporterExportTrigger(BaseTrigger):
                         if progress.is_complete:
                             yield self._event(SUCCESS, progress=progress.progress)
                             return
-                        # One line per 10 points, not per poll: a triggerer may run 1,000 of these.
-                        if progress.progress >= logged_progress + 10 or logged_progress < 0:
+                        # A line per 10 points, at most one a minute: not one per poll.
+                        now = time.monotonic()
+                        if logged_progress < 0 or (
+                            progress.progress >= logged_progress + 10
+                            and now - logged_at >= PROGRESS_LOG_SECONDS
+                        ):
                             self.log.info("export %s: %g%%", self.export_hash, progress.progress)
-                            logged_progress = progress.progress
+                            logged_progress, logged_at = progress.progress, now
                         last_progress = progress.progress
                     remaining = self.end_time - time.time()
                     if remaining <= 0:

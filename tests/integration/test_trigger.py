@@ -177,3 +177,78 @@ def test_cancellation_exits_promptly_and_closes_the_session(connection, monkeypa
     assert asyncio.run(main()) < 0.5
     assert closed == [True]
     assert connection.counts["export_progress"] == 1
+
+
+def test_concurrent_triggers_share_one_connection_lookup(connection, monkeypatch):
+    """1,000 triggers of one triggerer must not read the same connection (a secrets backend) 1,000 times."""
+    import airflow_provider_cex.hooks.content_exporter as module
+
+    connection.export_seconds = 0
+    hashes = [start_export(str(page)) for page in range(1, 21)]
+    lookups: list[str] = []
+    real_lookup = module._lookup_settings
+
+    async def counting_lookup(conn_id: str):
+        lookups.append(conn_id)
+        await asyncio.sleep(0.05)  # a slow secrets backend: every trigger arrives while it is in flight
+        return await real_lookup(conn_id)
+
+    monkeypatch.setattr(module, "_lookup_settings", counting_lookup)
+
+    async def main() -> list[list[dict]]:
+        triggers = [
+            ContentExporterExportTrigger(h, end_time=time.time() + 30, poll_interval=0.1) for h in hashes
+        ]
+        return await asyncio.gather(*(collect(t) for t in triggers))
+
+    results = asyncio.run(main())
+    assert [[e["status"] for e in events] for events in results] == [["success"]] * 20
+    assert lookups == ["content_exporter_default"]
+    assert asyncio.run(main()) and lookups == ["content_exporter_default"]  # still fresh: no new lookup
+
+
+def test_a_changed_connection_reaches_triggers_started_after_the_cache_expired(connection, monkeypatch):
+    import airflow_provider_cex.hooks.content_exporter as module
+    from airflow_provider_cex.emulator import run_emulator
+    from tests.conftest import CONN_ENV, connection_json
+
+    connection.export_seconds = 0
+    monkeypatch.setattr(module._SETTINGS_CACHE, "ttl", 0.2)
+    with run_emulator(api_key=API_KEY, export_seconds=0) as moved:
+        with ContentExporterHook() as hook:
+            first = hook.start_export("1")
+        assert [e["status"] for e in run_trigger(ContentExporterExportTrigger(first, time.time() + 10))] == [
+            "success"
+        ]
+        monkeypatch.setenv(CONN_ENV, connection_json(moved.base_url))  # the service moved; key unchanged
+        with ContentExporterHook() as hook:
+            second = hook.start_export("2")
+        time.sleep(0.3)
+        events = run_trigger(ContentExporterExportTrigger(second, time.time() + 10, poll_interval=0.1))
+        assert [e["status"] for e in events] == ["success"]
+        assert moved.counts["export_progress"] >= 1
+
+
+def test_a_failed_connection_lookup_is_not_cached(connection, monkeypatch):
+    import airflow_provider_cex.hooks.content_exporter as module
+
+    calls: list[int] = []
+    real_lookup = module._lookup_settings
+
+    async def flaky_lookup(conn_id: str):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("secrets backend unavailable")
+        return await real_lookup(conn_id)
+
+    monkeypatch.setattr(module, "_lookup_settings", flaky_lookup)
+    export_hash = start_export()
+
+    async def enter() -> None:
+        async with ContentExporterAsyncHook():
+            pass
+
+    with pytest.raises(RuntimeError, match="secrets backend unavailable"):
+        asyncio.run(enter())
+    asyncio.run(enter())
+    assert len(calls) == 2 and export_hash
