@@ -35,7 +35,7 @@ import random
 import socket
 import struct
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
@@ -161,18 +161,6 @@ class Chaos:
         if self.kind == "redirect_foreign" and not self.target:
             raise ValueError("redirect_foreign needs a target origin, e.g. a second emulator's base_url")
 
-    def describe(self) -> str:
-        """A short label for tables: the kind and its main parameter."""
-        if self.kind == "status":
-            ra = "" if self.retry_after is None else f" Retry-After {self.retry_after[:12]}"
-            return f"status {self.status}{ra}"
-        if self.kind in ("huge_error_body",):
-            return f"{self.kind} {self.status} {self.size // (1024 * 1024)} MiB"
-        return f"{self.kind} #{self.variant}" if self.kind in _VARIANT_KINDS else self.kind
-
-
-_VARIANT_KINDS = frozenset({"non_json", "wrong_json", "progress_over_100", "hostile_filename"})
-
 
 def random_chaos(rng: random.Random, endpoint: str, kind: str, *, foreign_origin: str | None = None) -> Chaos:
     """A :class:`Chaos` of ``kind`` for ``endpoint`` with parameters drawn from ``rng``."""
@@ -243,10 +231,6 @@ def scheduled_chaos(schedule: ChaosSchedule, endpoint: str, n: int) -> Chaos | N
     if not kinds:
         return None
     return random_chaos(rng, endpoint, rng.choice(kinds), foreign_origin=schedule.foreign_origin)
-
-
-def with_target(chaos: Chaos, target: str | None) -> Chaos:
-    return replace(chaos, target=target)
 
 
 # ------------------------------------------------------------------------------------ wire helpers

@@ -170,24 +170,28 @@ def fault_kinds() -> dict[tuple[str, str], Arm]:
     """(fault name, endpoint) -> arming function, in table order."""
     from airflow_provider_cex.emulator.chaos import APPLIES_TO
 
-    kinds: dict[tuple[str, str], Arm] = {}
-    for endpoint in ENDPOINT_ORDER:
+    def rows(label: str, endpoint: str) -> dict[tuple[str, str], Arm]:
+        """Every chaos kind that applies to ``endpoint``, plus refused connections, as rows ``label``."""
+        cells: dict[tuple[str, str], Arm] = {}
         for kind, endpoints in APPLIES_TO.items():
             if kind == "status":
-                kinds.update({(name, endpoint): _status_arm(endpoint, name) for name in STATUS_ROWS})
+                cells.update({(name, label): _status_arm(endpoint, name) for name in STATUS_ROWS})
             elif endpoint in endpoints:
-                kinds[(kind, endpoint)] = _chaos_arm(endpoint, kind)
-        kinds[("connection refused", endpoint)] = _refuse_arm
+                cells[(kind, label)] = _chaos_arm(endpoint, kind)
+        cells[("connection refused", label)] = _refuse_arm
+        return cells
+
+    def fail_page(emu: Any, foreign: Any, rng: random.Random) -> None:
+        emu.fail_pages([PAGE_ID])
+
+    kinds: dict[tuple[str, str], Arm] = {}
+    for endpoint in ENDPOINT_ORDER:
+        kinds.update(rows(endpoint, endpoint))
     for body in ("stall", "ignore_range", "wrong_range", "chunked", "chunked_truncate"):
         kinds[(f"body: {body}", DOWNLOAD)] = _body_arm(body)
-    kinds[("export failed", PROGRESS)] = lambda emu, foreign, rng: emu.fail_pages([PAGE_ID])
-    for kind, endpoints in APPLIES_TO.items():
-        if kind == "status":
-            kinds.update({(name, TRIGGER): _status_arm(PROGRESS, name) for name in STATUS_ROWS})
-        elif PROGRESS in endpoints:
-            kinds[(kind, TRIGGER)] = _chaos_arm(PROGRESS, kind)
-    kinds[("connection refused", TRIGGER)] = _refuse_arm
-    kinds[("export failed", TRIGGER)] = lambda emu, foreign, rng: emu.fail_pages([PAGE_ID])
+    kinds[("export failed", PROGRESS)] = fail_page
+    kinds.update(rows(TRIGGER, PROGRESS))
+    kinds[("export failed", TRIGGER)] = fail_page
     kinds[("chaos schedule, all kinds", "all")] = _schedule_arm
     return kinds
 
@@ -267,11 +271,7 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
     from airflow_provider_cex.protocol import RetryPolicy
 
     rng = random.Random(f"{name}/{endpoint}/{seed}")
-    for server in (emu, foreign):
-        server.clear_faults()
-        server.clear_failing_pages()
-        server.reset_counters()
-    exports_before = len(emu.exports)
+    exports_before = _reset(emu, foreign)
     folder = Path(tempfile.mkdtemp(prefix="cex-matrix-"))
     started = time.monotonic()
     outcome = Outcome("bad", "did not finish")
@@ -315,10 +315,6 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
         except Exception as err:  # anything else is a defect
             outcome = Outcome("bad", f"unexpected {type(err).__name__}: {str(err)[:100]}")
     elapsed = time.monotonic() - started
-    emu.chaos_schedule(None)
-    emu.clear_faults()
-    emu.wait_listening()
-
     files = sorted(folder.iterdir())
     if outcome.kind == "success" and result is not None:
         path = Path(result.path)
@@ -333,21 +329,46 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
             outcome = Outcome("bad", f"extra files in the folder: {[p.name for p in files if p != path]}")
     elif files:
         outcome = Outcome("bad", f"files left after a failure: {[p.name[:60] for p in files]}")
-    started_exports = len(emu.exports) - exports_before
-    if started_exports > 1:
-        outcome = Outcome("bad", f"{started_exports} exports started for one run")
+    shutil.rmtree(folder, ignore_errors=True)
     if elapsed > RUN_LIMIT_S + GRACE_S:
         outcome = Outcome("bad", f"took {elapsed:.0f} s")
     text = "\n".join(logs.lines) + printed.getvalue()
+    return _finish(emu, foreign, (name, endpoint), outcome, exports_before, text, elapsed)
+
+
+def _reset(emu: Any, foreign: Any) -> int:
+    """Clear both emulators for a run; returns the number of exports started so far."""
+    for server in (emu, foreign):
+        server.clear_faults()
+        server.clear_failing_pages()
+        server.reset_counters()
+    return len(emu.exports)
+
+
+def _finish(
+    emu: Any,
+    foreign: Any,
+    cell: tuple[str, str],
+    outcome: Outcome,
+    exports_before: int,
+    text: str,
+    elapsed: float,
+) -> Outcome:
+    """Disarm the emulator and apply the checks every run shares; ``text`` is all the run logged."""
+    emu.chaos_schedule(None)
+    emu.clear_faults()
+    emu.wait_listening()
+    started_exports = len(emu.exports) - exports_before
+    if started_exports > 1:
+        outcome = Outcome("bad", f"{started_exports} exports started for one run")
     if KEY in text:
-        outcome = Outcome("bad", "key in a log line or printed output")
+        outcome = Outcome("bad", "key in a log line, printed output or trigger event")
     if any(r.had_api_key for r in foreign.requests):
         outcome = Outcome("bad", "the key was sent to another origin")
-    if outcome.kind != "success" and (name, endpoint) in MUST_SUCCEED:
+    if outcome.kind != "success" and cell in MUST_SUCCEED:
         outcome = Outcome("bad", f"must succeed, ended {outcome.kind}: {outcome.detail}")
-    shutil.rmtree(folder, ignore_errors=True)
-    lines = text.splitlines()
-    outcome.retries = sum(1 for line in lines if ". Retry " in line or "Retry " in line or " broke (" in line)
+    markers = ("Retry ", " broke (", "will check again")
+    outcome.retries = sum(1 for line in text.splitlines() if any(m in line for m in markers))
     outcome.requests = sum(emu.counts.values())
     outcome.seconds = elapsed
     return outcome
@@ -369,11 +390,7 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
     from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
 
     rng = random.Random(f"{name}/{TRIGGER}/{seed}")
-    for server in (emu, foreign):
-        server.clear_faults()
-        server.clear_failing_pages()
-        server.reset_counters()
-    exports_before = len(emu.exports)
+    exports_before = _reset(emu, foreign)
     started = time.monotonic()
     events: list[dict[str, Any]] = []
     outcome = Outcome("bad", "did not finish")
@@ -411,22 +428,8 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
         except Exception as err:
             outcome = Outcome("bad", f"unexpected {type(err).__name__} from the trigger: {str(err)[:100]}")
     elapsed = time.monotonic() - started
-    emu.chaos_schedule(None)
-    emu.clear_faults()
-    emu.wait_listening()
-    if len(emu.exports) - exports_before > 1:
-        outcome = Outcome("bad", "more than one export started")
     text = "\n".join(logs.lines) + printed.getvalue() + repr(events)
-    if KEY in text:
-        outcome = Outcome("bad", "key in a log line, printed output or event")
-    if any(r.had_api_key for r in foreign.requests):
-        outcome = Outcome("bad", "the key was sent to another origin")
-    if outcome.kind != "success" and (name, TRIGGER) in MUST_SUCCEED:
-        outcome = Outcome("bad", f"must succeed, ended {outcome.kind}: {outcome.detail}")
-    outcome.retries = sum(1 for line in text.splitlines() if "Retry " in line or "will check again" in line)
-    outcome.requests = sum(emu.counts.values())
-    outcome.seconds = elapsed
-    return outcome
+    return _finish(emu, foreign, (name, TRIGGER), outcome, exports_before, text, elapsed)
 
 
 def _first_line(text: str) -> str:
