@@ -18,7 +18,7 @@ class ContentExporterAuthError(ContentExporterError):
 
 
 class ContentExporterNotFoundError(ContentExporterError):
-    """The export hash is unknown or expired (HTTP 404)."""
+    """HTTP 404: an unknown page, an unknown or expired export hash, or a wrong path (the message says)."""
 
 
 class ContentExporterExportFailedError(ContentExporterError):

@@ -21,6 +21,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_cex import DEFAULT_CONN_ID, EU_APPLICATION_URL, US_APPLICATION_URL
+from airflow_provider_cex.endpoints import (
+    DEFAULT_PATHS,
+    DOCUMENTED,
+    EXPORT_PROGRESS,
+    METHOD,
+    PLACEHOLDER,
+    START_EXPORT,
+)
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterError,
@@ -33,11 +41,9 @@ from airflow_provider_cex.exceptions import (
 API_KEY_HEADER = "CEX-API-KEY"
 REGION_URLS = {"us": US_APPLICATION_URL, "eu": EU_APPLICATION_URL}
 
-#: Endpoint name -> (default path template, the one placeholder it takes).
+#: Endpoint name -> (default path template, the one placeholder it takes); see :mod:`.endpoints`.
 ENDPOINTS: dict[str, tuple[str, str]] = {
-    "start_export": ("/api/remote/export/{page_id}", "page_id"),
-    "export_progress": ("/api/remote/export/{export_hash}/progress", "export_hash"),
-    "download_export": ("/api/remote/export/{export_hash}/download", "export_hash"),
+    name: (DEFAULT_PATHS[name], PLACEHOLDER[name]) for name in DEFAULT_PATHS
 }
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -195,7 +201,7 @@ def parse_endpoints(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ValueError(
             "Connection extra 'endpoints' must be an object such as "
-            '{"start_export": "/api/remote/export/{page_id}"}.'
+            '{"start_export": "/api/remoteExport/{page_id}/init"}.'
         )
     result: dict[str, str] = {}
     for name, template in value.items():
@@ -514,44 +520,89 @@ class RetryableFailure(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class Call:
+    """One Remote API call: which endpoint, for which page id or export hash.
+
+    Retry decisions (``idempotent``) and error messages are derived from it, so no code compares
+    sentences to find out which call failed.
+    """
+
+    endpoint: str
+    subject: str
+
+    @property
+    def method(self) -> str:
+        return METHOD[self.endpoint]
+
+    @property
+    def idempotent(self) -> bool:
+        """False for the start call: a POST that may have been processed must not be repeated."""
+        return self.endpoint != START_EXPORT
+
+    def __str__(self) -> str:
+        """The call in words, to follow 'while trying to' or 'Could not'."""
+        if self.endpoint == START_EXPORT:
+            return f"start an export of page {self.subject}"
+        if self.endpoint == EXPORT_PROGRESS:
+            return f"check the progress of export {self.subject}"
+        return f"download export {self.subject}"
+
+
+#: The command that derives the ``endpoints`` extra from the vendor's OpenAPI descriptor.
+DESCRIPTOR_COMMAND = "python -m airflow_provider_cex.openapi remote-api.json"
+
+
+def path_origin(settings: ConnectionSettings, endpoint: str) -> str:
+    """Where the path of ``endpoint`` comes from: the ``endpoints`` extra, or a documented/assumed default."""
+    template = settings.endpoints.get(endpoint)
+    if template:
+        return f"{template} (from the 'endpoints' extra)"
+    if endpoint in DOCUMENTED:
+        return f"{DEFAULT_PATHS[endpoint]} (the vendor's documented path)"
+    return f"{DEFAULT_PATHS[endpoint]} (assumed default, not documented by the vendor)"
+
+
 def failure_for_status(
     status: int,
+    call: Call,
+    settings: ConnectionSettings,
     *,
-    idempotent: bool,
-    retry_after: str | None,
-    what: str,
     url: str,
     body: bytes | str | None,
-    conn_id: str,
-    secret: str | None,
-    app_url: str | None = None,
+    retry_after: str | None = None,
+    route_exists: bool | None = None,
 ) -> Exception:
     """The exception for a non-2xx answer: ``RetryableFailure`` when another attempt is safe and useful.
 
-    :param app_url: the configured application URL; a 401/403 from another origin (after a redirect,
-        where the key is deliberately not sent) is reported as a redirect problem, not a bad key.
+    A 401/403 from another origin (after a redirect, where the key is deliberately not sent) is reported
+    as a redirect problem, not a bad key. ``route_exists`` is what a transport learned about a 404 (see
+    :func:`not_found_error`).
     """
-    if status in (401, 403) and app_url is not None and origin_of(url) != origin_of(app_url):
+    if status in (401, 403) and origin_of(url) != settings.origin:
         return ContentExporterProtocolError(
             f"Content Exporter redirected the request to {urlsplit(url).netloc!r}, which answered HTTP "
-            f"{status} while trying to {what}. The API key is sent only to the application URL "
-            f"({app_url}), never to another host; if the service really moved, update the host of "
-            f"connection {conn_id!r}."
+            f"{status} while trying to {call}. The API key is sent only to the application URL "
+            f"({settings.base_url}), never to another host; if the service really moved, update the host of "
+            f"connection {settings.conn_id!r}."
         )
-    if is_retryable_status(status, idempotent):
+    if is_retryable_status(status, call.idempotent):
         return RetryableFailure(f"HTTP {status}", parse_retry_after(retry_after, time.time()))
-    if status >= 500 and idempotent:  # e.g. 501 or 505: not worth repeating at once
+    secret = settings.api_key
+    if status >= 500 and call.idempotent:  # e.g. 501 or 505: not worth repeating at once
         return ContentExporterTransientError(
-            f"Content Exporter answered HTTP {status} while trying to {what}; the task can be retried. "
+            f"Content Exporter answered HTTP {status} while trying to {call}; the task can be retried. "
             f"Server said: {snippet(body, secret)!r}."
         )
     if status >= 500:
         return ContentExporterStartUncertainError(
-            f"Content Exporter answered HTTP {status} while trying to {what}. The request may have "
+            f"Content Exporter answered HTTP {status} while trying to {call}. The request may have "
             f"reached the server and started the export, so it was not repeated: {START_UNCERTAIN_ADVICE} "
             f"Server said: {snippet(body, secret)!r}."
         )
-    return error_for_status(status, what=what, url=url, body=body, conn_id=conn_id, secret=secret)
+    if status == 404:
+        return not_found_error(call, settings, url=url, body=body, route_exists=route_exists)
+    return error_for_status(status, call, url=url, body=body, conn_id=settings.conn_id, secret=secret)
 
 
 START_UNCERTAIN_ADVICE = (
@@ -562,56 +613,116 @@ START_UNCERTAIN_ADVICE = (
 
 
 def give_up_message(
-    what: str, failure: RetryableFailure, attempts: int, policy: RetryPolicy, base_url: str
+    call: Call, failure: RetryableFailure, attempts: int, policy: RetryPolicy, base_url: str
 ) -> str:
     """Why retrying stopped, for the ``ContentExporterTransientError`` a transport raises."""
     if failure.retry_after is not None and failure.retry_after > policy.retry_after_cap:
         return (
-            f"Could not {what}: {failure.reason}; the server asked to wait {failure.retry_after:.0f} s, "
+            f"Could not {call}: {failure.reason}; the server asked to wait {failure.retry_after:.0f} s, "
             f"longer than this task waits ({policy.retry_after_cap:.0f} s). The failure is transient: "
             "let the task retry later (Airflow retries / retry_delay)."
         )
     return (
-        f"Could not {what} after {attempts} attempts: {failure.reason}. The service may be overloaded "
+        f"Could not {call} after {attempts} attempts: {failure.reason}. The service may be overloaded "
         f"or unreachable at {base_url}; the task can be retried later."
     )
 
 
+def not_found_error(
+    call: Call,
+    settings: ConnectionSettings,
+    *,
+    url: str,
+    body: bytes | str | None,
+    route_exists: bool | None = None,
+) -> ContentExporterNotFoundError:
+    """The error for a 404, naming the likely cause: a wrong path, or an unknown page or export.
+
+    :param route_exists: what the transport learned, e.g. by sending the same request without the key:
+        401/403 there means an endpoint guards that path (True: the page or export is what is unknown),
+        404 again means nothing answers there (False: the path is probably wrong). None: not known.
+    """
+    detail = snippet(body, settings.api_key)
+    tail = f" Server said: {detail!r}." if detail else ""
+    fix = (
+        f"Check the Application URL and the {call.endpoint!r} path in the 'endpoints' extra of connection "
+        f"{settings.conn_id!r}, or derive all three paths from the vendor's OpenAPI descriptor: "
+        f"{DESCRIPTOR_COMMAND}."
+    )
+    path = f"The path in use is {path_origin(settings, call.endpoint)}."
+    if call.endpoint == START_EXPORT:
+        if route_exists is False:
+            cause = (
+                f"there is no start-export endpoint at {url} (HTTP 404, also without the API key, so "
+                "nothing there checks keys): the path is probably wrong. The vendor documents "
+                f"POST <APPLICATION_URL>{DEFAULT_PATHS[START_EXPORT].replace('{page_id}', '<PAGE_ID>')}"
+                + (
+                    "; this is that path, so the Application URL is probably wrong (it is the Content "
+                    "Exporter application URL, not your Confluence site; leave it empty to pick by 'region')."
+                    if START_EXPORT not in settings.endpoints
+                    else "."
+                )
+            )
+        elif route_exists:
+            cause = (
+                f"Content Exporter does not know page {call.subject} (HTTP 404 from {url}). Check the page "
+                "id (the number in the page's URL) and that the admin who generated the API key can view it."
+            )
+        else:
+            cause = (
+                f"HTTP 404 from {url}: either the service has no start-export endpoint at that URL, or it "
+                f"does not know page {call.subject} (check the page id, the number in the page's URL)."
+            )
+        return ContentExporterNotFoundError(f"Could not {call}: {cause} {path} {fix}{tail}")
+    if route_exists:
+        cause = (
+            f"Content Exporter does not know export {call.subject} (HTTP 404 from {url}): the hash is "
+            "unknown or has expired (an export hash is valid only for a while after the export finished): "
+            "start a new export."
+        )
+        return ContentExporterNotFoundError(f"Could not {call}: {cause}{tail}")
+    if route_exists is False:
+        cause = (
+            f"nothing answers at {url} (HTTP 404, also without the API key, so no endpoint checks keys "
+            "there): the path is probably wrong, not the export hash."
+        )
+    else:
+        cause = (
+            f"HTTP 404 from {url}. If the export was started moments ago, the path is probably wrong; "
+            "otherwise the hash is unknown or has expired (an export hash is valid only for a while after "
+            "the export finished): start a new export."
+        )
+    return ContentExporterNotFoundError(f"Could not {call}: {cause} {path} {fix}{tail}")
+
+
 def error_for_status(
     status: int,
+    call: Call,
     *,
-    what: str,
     url: str,
     body: bytes | str | None,
     conn_id: str = DEFAULT_CONN_ID,
     secret: str | None = None,
 ) -> ContentExporterError:
-    """The exception for a final (non-retried) error status, with a message saying what to do."""
+    """The exception for a final (non-retried, non-404) error status, with a message saying what to do."""
     detail = snippet(body, secret)
     tail = f" Server said: {detail!r}." if detail else ""
     if status in (401, 403):
         return ContentExporterAuthError(
-            f"Content Exporter rejected the API key while trying to {what} (HTTP {status} from {url}). "
+            f"Content Exporter rejected the API key while trying to {call} (HTTP {status} from {url}). "
             "Generate a new key on the Content Exporter admin page (Remote API section; switching the "
             "Remote API off and on revokes the old key) and store it as the password of Airflow "
             f"connection {conn_id!r}.{tail}"
         )
-    if status == 404:
-        return ContentExporterNotFoundError(
-            f"Content Exporter does not know this {'page' if what == 'start an export' else 'export'} "
-            f"(HTTP 404 from {url}) while trying to {what}. An export hash is valid only for a while "
-            "after the export finished: start a new export. If every call returns 404, check the "
-            f"Application URL and the 'endpoints' extra of connection {conn_id!r}.{tail}"
-        )
     if status == 409:
         return ContentExporterProtocolError(
-            f"Content Exporter is not ready to {what} (HTTP 409 from {url}): the export has not finished "
+            f"Content Exporter is not ready to {call} (HTTP 409 from {url}): the export has not finished "
             "or has failed. Wait until its progress reaches 100 (ContentExporterExportSensor) before "
             "downloading; if it already did, the service reported completion too early: retry the "
             f"download task.{tail}"
         )
     return ContentExporterProtocolError(
-        f"Content Exporter answered HTTP {status} while trying to {what} ({url}).{tail}"
+        f"Content Exporter answered HTTP {status} while trying to {call} ({url}).{tail}"
     )
 
 

@@ -248,7 +248,7 @@ class LineReader:
 
 def start_export(emulator: Emulator, api_key: str) -> str:
     request = urllib.request.Request(
-        f"{emulator.base_url}/api/remote/export/{PAGE_ID}",
+        f"{emulator.base_url}/api/remoteExport/{PAGE_ID}/init",
         data=json.dumps({"rootContentId": PAGE_ID}).encode(),
         headers={"CEX-API-KEY": api_key, "Content-Type": "application/json"},
         method="POST",
@@ -475,7 +475,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, emulators: list[Emulator
     big_hash, small_hash = start_export(big, api_key), start_export(small, api_key)
     env_big = child_env(work, big.base_url, api_key)
     env_small = child_env(work, small.base_url, api_key)
-    url = f"{big.base_url}/api/remote/export/{big_hash}/download"
+    url = f"{big.base_url}/api/remoteExport/{big_hash}/download"
     dest_hook, dest_curl, dest_cp = dest_dir / "hook.bin", dest_dir / "curl.bin", dest_dir / "cp.bin"
     dest_small = dest_dir / "hook-small.bin"
     curl_cmd = ["curl", "-sS", "-o", str(dest_curl), "-H", f"CEX-API-KEY: {api_key}", url]

@@ -48,8 +48,8 @@ OURS_CONN_ID = "content_exporter_default"
 REF_CONN_ID = "cex_http"
 PAGE_BASE = 4_200_000
 API_KEY_HEADER = "CEX-API-KEY"
-START_PATH = "/api/remote/export/{page_id}"
-PROGRESS_PATH = "/api/remote/export/{export_hash}/progress"
+START_PATH = "/api/remoteExport/{page_id}/init"
+PROGRESS_PATH = "/api/remoteExport/{export_hash}/progress"
 
 OURS, REF = "ours", "ref"
 CLIENT_LABELS = {

@@ -3,7 +3,8 @@
 Shows the three steps of the Remote API as three tasks: the start operator returns the
 export hash, passed by XComArg (``start.output``) to a sensor that waits in reschedule mode
 (its worker slot is free between pokes) and to the download operator. The export
-configuration is ``profiles/pdf.json`` beside this file, rendered with Jinja.
+configuration is ``profiles/pdf.json`` beside this file, in the vendor's shape (layout settings,
+margins, unit), rendered with Jinja (the paper size comes from the ``page_size`` param).
 
 The page id is a DAG param; the output folder is the Airflow Variable ``cex_output_dir``
 (default ``exports``).
@@ -26,7 +27,10 @@ with DAG(
     schedule="@daily",
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"page_id": Param("123456", type="string", pattern=r"^\d+$", description="Confluence page id")},
+    params={
+        "page_id": Param("123456", type="string", pattern=r"^\d+$", description="Confluence page id"),
+        "page_size": Param("A4", enum=["A4", "A3", "LETTER", "LEGAL"], description="Paper size of the PDF"),
+    },
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["example", "content-exporter"],
     doc_md=__doc__,

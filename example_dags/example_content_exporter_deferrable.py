@@ -32,7 +32,10 @@ with DAG(
     schedule="@daily",
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"page_id": Param("123456", type="string", pattern=r"^\d+$", description="Confluence page id")},
+    params={
+        "page_id": Param("123456", type="string", pattern=r"^\d+$", description="Confluence page id"),
+        "page_size": Param("A4", enum=["A4", "A3", "LETTER", "LEGAL"], description="Paper size of the PDF"),
+    },
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["example", "content-exporter"],
     doc_md=__doc__,

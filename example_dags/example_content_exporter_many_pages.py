@@ -39,7 +39,7 @@ with DAG(
         start = ContentExporterStartExportOperator(
             task_id="start_export",
             page_id=page_id,
-            export_body={"exportFormat": "pdf", "scope": "descendants"},
+            export_body="profiles/letter-landscape.json",
         )
         wait = ContentExporterExportSensor(
             task_id="wait_for_export", export_hash=start.output, poke_interval=timedelta(seconds=30)

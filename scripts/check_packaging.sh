@@ -249,8 +249,8 @@ for _ in $(seq 1 150); do
 done
 [[ $line == *http://* ]] || { cat "$EMU_ERR" >&2; fail "the emulator printed no URL within 15 s (first line: '$line')"; }
 URL=${line##* }
-status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$URL/api/remote/export/1/progress" || true)
-[[ $status == 401 ]] || fail "GET $URL/api/remote/export/1/progress without a key answered '$status', expected 401"
+status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$URL/api/remoteExport/1/progress" || true)
+[[ $status == 401 ]] || fail "GET $URL/api/remoteExport/1/progress without a key answered '$status', expected 401"
 kill "$EMU_PID"
 emu_rc=0
 wait "$EMU_PID" || emu_rc=$?

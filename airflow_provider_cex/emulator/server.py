@@ -4,7 +4,7 @@ Tests steer it from their own thread: export speed, failing pages, injected 429/
 redirected and truncated downloads; it counts and logs every request it receives.
 
 Redirected downloads: ``emu_a.redirect_downloads_to(emu_b.base_url)`` makes A answer a finished download
-with ``302 Location: <emu_b.base_url>/api/remote/export/<hash>/download``.
+with ``302 Location: <emu_b.base_url>/api/remoteExport/<hash>/download``.
 ``emu_b.accept_foreign_downloads(emu_a)`` makes B act like a pre-signed URL host: its download route serves
 A's artifact for *any* hash and never checks ``CEX-API-KEY``; ``RequestRecord.had_api_key`` on B then shows
 whether a client leaked the key across origins.
@@ -20,6 +20,8 @@ loopback peers only, and are neither counted in :attr:`ContentExporterEmulator.c
 - ``GET /_emulator/exports``: ``{hash: {"page_id": ..., "started_at": epoch, "done_at": epoch | null}}`` in
   wall-clock ``time.time()`` seconds; ``done_at`` is when progress reaches 100, null for a failing export.
 - ``GET /_emulator/counts``: the per-endpoint request counts, as :attr:`ContentExporterEmulator.counts`.
+- ``GET /openapi.json``: an OpenAPI 3.0 descriptor of the three paths this emulator serves (which may be
+  non-default), with vendor-style parameter names; see :mod:`.descriptor`.
 """
 
 from __future__ import annotations
@@ -45,36 +47,34 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_provider_cex.endpoints import DEFAULT_PATHS, DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
+
 from . import chaos as _chaos
 from .artifacts import Artifact, write_artifact
 from .chaos import Chaos, ChaosSchedule, scheduled_chaos
+from .descriptor import OPENAPI_PATH, describe
 
 API_KEY_HEADER = "CEX-API-KEY"
 DEMO_API_KEY = "cex-demo-key-0123456789abcdefghijklmnopqrstuv"
 """Key the CLI uses when neither ``--api-key`` nor ``CEX_EMULATOR_API_KEY`` is given. Not a secret."""
 DEFAULT_FAILURE_MESSAGE = "Export failed: page tree could not be rendered"
 
-START_EXPORT = "start_export"
-EXPORT_PROGRESS = "export_progress"
-DOWNLOAD_EXPORT = "download_export"
 ENDPOINTS: tuple[str, ...] = (START_EXPORT, EXPORT_PROGRESS, DOWNLOAD_EXPORT)
 UNKNOWN_ENDPOINT = "unknown"
 """Endpoint name recorded for requests that match no route (they are logged but not counted)."""
 
-DEFAULT_ENDPOINTS: dict[str, str] = {
-    START_EXPORT: "/api/remote/export/{page_id}",
-    EXPORT_PROGRESS: "/api/remote/export/{export_hash}/progress",
-    DOWNLOAD_EXPORT: "/api/remote/export/{export_hash}/download",
-}
+DEFAULT_ENDPOINTS: dict[str, str] = dict(DEFAULT_PATHS)
 
 FAILURE_PROGRESS = 50
 """A failing export fails once its progress would reach this value (at once when export_seconds is 0)."""
 
 ADMIN_EXPORTS = "emulator_exports"
 ADMIN_COUNTS = "emulator_counts"
+ADMIN_OPENAPI = "emulator_openapi"
 ADMIN_PATHS: dict[str, str] = {
     ADMIN_EXPORTS: "/_emulator/exports",
     ADMIN_COUNTS: "/_emulator/counts",
+    ADMIN_OPENAPI: OPENAPI_PATH,
 }
 """Emulator-only admin routes (see the module docstring): no key, loopback peers only, never counted."""
 
@@ -669,6 +669,7 @@ class ContentExporterEmulator:
         app.router.add_get(self._paths[DOWNLOAD_EXPORT], self._handle_download, name=DOWNLOAD_EXPORT)
         app.router.add_get(ADMIN_PATHS[ADMIN_EXPORTS], self._handle_admin_exports, name=ADMIN_EXPORTS)
         app.router.add_get(ADMIN_PATHS[ADMIN_COUNTS], self._handle_admin_counts, name=ADMIN_COUNTS)
+        app.router.add_get(ADMIN_PATHS[ADMIN_OPENAPI], self._handle_openapi, name=ADMIN_OPENAPI)
         app.on_response_prepare.append(self._record_response)
         return app
 
@@ -952,6 +953,10 @@ class ContentExporterEmulator:
         if not _from_loopback(request):
             return _json_error(403, "the emulator admin routes answer loopback clients only")
         return web.json_response(self.export_timeline())
+
+    async def _handle_openapi(self, request: web.Request) -> web.StreamResponse:
+        """The OpenAPI descriptor of the paths this emulator serves (no key, like the vendor's download)."""
+        return web.json_response(describe(self._paths))
 
     async def _handle_admin_counts(self, request: web.Request) -> web.StreamResponse:
         if not _from_loopback(request):

@@ -33,6 +33,7 @@ from airflow_provider_cex import (
     RELABELING,
     __version__,
 )
+from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
 from airflow_provider_cex.exceptions import (
     ContentExporterError,
     ContentExporterProtocolError,
@@ -42,6 +43,7 @@ from airflow_provider_cex.exceptions import (
 from airflow_provider_cex.protocol import (
     API_KEY_HEADER,
     START_UNCERTAIN_ADVICE,
+    Call,
     ConnectionSettings,
     DownloadedExport,
     ExportProgress,
@@ -206,11 +208,11 @@ class ContentExporterHook(BaseHook):
         :param body: export configuration (a JSON object); ``rootContentId`` is set to ``page_id``.
         """
         page, payload = build_start_body(page_id, body)
-        url = self.settings.url("start_export", page)
-        what = f"start an export of page {page}"
-        # A POST is repeated only when it surely was not processed (see _attempt_small).
+        call = Call(START_EXPORT, page)
+        url = self.settings.url(START_EXPORT, page)
+        # A POST is repeated only when it surely was not processed (see _network_failure).
         _status, headers, raw = self._with_retries(
-            what, lambda: self._attempt_small("POST", url, what, idempotent=False, json_body=payload)
+            call, lambda: self._attempt_small(call, url, json_body=payload)
         )
         try:
             export_hash = parse_export_hash(raw, headers.get("Content-Type"), self.settings.api_key)
@@ -225,11 +227,9 @@ class ContentExporterHook(BaseHook):
     def get_export_progress(self, export_hash: str) -> ExportProgress:
         """Read the progress of an export (0-100) and whether it failed."""
         export_hash = validate_export_hash(export_hash)
-        url = self.settings.url("export_progress", export_hash)
-        what = f"check the progress of export {export_hash}"
-        _status, _headers, raw = self._with_retries(
-            what, lambda: self._attempt_small("GET", url, what, idempotent=True)
-        )
+        call = Call(EXPORT_PROGRESS, export_hash)
+        url = self.settings.url(EXPORT_PROGRESS, export_hash)
+        _status, _headers, raw = self._with_retries(call, lambda: self._attempt_small(call, url))
         try:
             payload = json.loads(raw.decode("utf-8")) if raw.strip() else None
         except (ValueError, UnicodeDecodeError):
@@ -268,9 +268,9 @@ class ContentExporterHook(BaseHook):
         as_folder = dest.endswith(("/", os.sep)) or os.path.isdir(dest)
         if not as_folder:
             self._refuse_existing(dest, overwrite)
-        url = self.settings.url("download_export", export_hash)
-        what = f"download export {export_hash}"
-        resp = self._open_download(url, what)
+        call = Call(DOWNLOAD_EXPORT, export_hash)
+        url = self.settings.url(DOWNLOAD_EXPORT, export_hash)
+        resp = self._open_download(url, call)
         temp_path: str | None = None
         try:
             content_type = resp.headers.get("Content-Type")
@@ -290,7 +290,7 @@ class ContentExporterHook(BaseHook):
             )
             self._temp_files.add(temp_path)
             with os.fdopen(fd, "wb") as out:
-                size, digest = self._stream_with_resume(resp, url, what, export_hash, out)
+                size, digest = self._stream_with_resume(resp, url, call, out)
                 if durable:
                     out.flush()
                     os.fsync(out.fileno())
@@ -324,16 +324,19 @@ class ContentExporterHook(BaseHook):
             self._temp_files.discard(path)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the application URL is reachable and the API key accepted (one request, no retries).
+        """Check what can be checked without starting an export, and say no more than that.
 
-        There is no dedicated endpoint for this, so the hook asks for the progress of a hash
-        that does not exist: 401/403 means the key was rejected, 404 means it was accepted.
+        Three requests, no retries: the progress of a made-up hash with the key (401/403: the key
+        was rejected), the same without the key, and a keyless POST to the start path (which cannot
+        start an export). 401/403 without the key shows an endpoint lives at a path; 404 shows
+        nothing does, so the path is probably wrong. See :mod:`airflow_provider_cex.connection_check`.
         """
+        from airflow_provider_cex.connection_check import PROBE_HASH, PROBE_PAGE_ID, ProbeAnswers, verdict
+
         try:
             settings = self.settings
-            url = settings.url("export_progress", "airflow-connection-test")
-            resp = self._send("GET", url)
-            status = resp.status_code
+            progress_url = settings.url(EXPORT_PROGRESS, PROBE_HASH)
+            resp = self._send("GET", progress_url)
             resp.close()
         except ContentExporterError as err:
             return False, str(err)
@@ -347,14 +350,12 @@ class ContentExporterHook(BaseHook):
                 f"Cannot reach {self.settings.base_url} ({type(err).__name__}): check the Application "
                 "URL or region, and that this worker can reach it."
             )
-        if status in (401, 403):
-            return False, (
-                f"{settings.base_url} is reachable but rejected the API key (HTTP {status}): generate a "
-                "new key on the Content Exporter admin page and store it as the connection password."
-            )
-        if status == 404 or status < 300:
-            return True, f"Connected to {settings.base_url}; the API key was accepted."
-        return False, f"{settings.base_url} answered HTTP {status}; the service may be down, try again later."
+        answers = ProbeAnswers(
+            progress_with_key=resp.status_code,
+            progress_without_key=self._keyless_status("GET", progress_url),
+            start_without_key=self._keyless_status("POST", settings.url(START_EXPORT, PROBE_PAGE_ID)),
+        )
+        return verdict(settings, answers)
 
     # ------------------------------------------------------------------ HTTP plumbing
 
@@ -402,7 +403,7 @@ class ContentExporterHook(BaseHook):
             f"(last location: {snippet(url, limit=120)!r})."
         )
 
-    def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
+    def _with_retries(self, call: Call, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` until it succeeds, retrying ``RetryableFailure`` per the retry policy."""
         retry = 0
         while True:
@@ -413,11 +414,11 @@ class ContentExporterHook(BaseHook):
                 wait = self.retry_policy.wait(retry, failure.retry_after, self._rng)
                 if wait is None:
                     raise ContentExporterTransientError(
-                        give_up_message(what, failure, retry, self.retry_policy, self.settings.base_url)
+                        give_up_message(call, failure, retry, self.retry_policy, self.settings.base_url)
                     ) from None
                 self.log.warning(
                     "Could not %s: %s. Retry %d of %d in %.1f s.",
-                    what,
+                    call,
                     failure.reason,
                     retry,
                     self.retry_policy.max_retries,
@@ -425,7 +426,7 @@ class ContentExporterHook(BaseHook):
                 )
                 self._sleep(wait)
 
-    def _check_status(self, resp: Response, what: str, url: str, idempotent: bool) -> None:
+    def _check_status(self, resp: Response, call: Call, url: str) -> None:
         """Raise for a non-2xx response: retryable ones as ``RetryableFailure``, others as final errors."""
         status = resp.status_code
         if 200 <= status < 300:
@@ -436,45 +437,70 @@ class ContentExporterHook(BaseHook):
             body = b""
         finally:
             resp.close()
+        final_url = resp.url or url
         raise failure_for_status(
             status,
-            idempotent=idempotent,
-            retry_after=resp.headers.get("Retry-After"),
-            what=what,
-            url=resp.url or url,
+            call,
+            self.settings,
+            url=final_url,
             body=body,
-            conn_id=self.content_exporter_conn_id,
-            secret=self.settings.api_key,
-            app_url=self.settings.base_url,
+            retry_after=resp.headers.get("Retry-After"),
+            route_exists=self._route_exists(call.method, final_url) if status == 404 else None,
         )
 
-    def _network_failure(self, err: requests.RequestException, idempotent: bool, what: str) -> Exception:
+    def _keyless_status(self, method: str, url: str) -> int | None:
+        """The status of ``method url`` sent without the API key and without a body; None if unreachable.
+
+        Used only to explain a 404 (and by Test Connection): a request without a key cannot start an
+        export, and its answer tells a guarded endpoint (401/403) from a missing one (404).
+        """
+        try:
+            resp = self.get_conn().request(
+                method,
+                url,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                allow_redirects=False,
+                stream=True,
+                verify=self.settings.verify,
+            )
+        except requests.RequestException:
+            return None
+        resp.close()
+        return resp.status_code
+
+    def _route_exists(self, method: str, url: str) -> bool | None:
+        """After a 404 with the key: True if an endpoint guards ``url`` (401/403 without the key), False if
+        nothing answers there (404 again), None if unknown (another answer, or another origin)."""
+        if origin_of(url) != self.settings.origin:
+            return None
+        status = self._keyless_status(method, url)
+        return {401: True, 403: True, 404: False}.get(status) if status is not None else None
+
+    def _network_failure(self, err: requests.RequestException, call: Call) -> Exception:
         """Map a requests exception to a retryable failure or a final error."""
         reason = _describe_network_error(err)
         if isinstance(err, requests.exceptions.SSLError):
             return ContentExporterError(
-                f"Could not {what}: TLS verification failed for {self.settings.base_url}. If the service "
+                f"Could not {call}: TLS verification failed for {self.settings.base_url}. If the service "
                 "uses a private CA, set the connection extra 'verify' to the CA bundle's path."
             )
-        if idempotent or _surely_not_sent(err):
+        if call.idempotent or _surely_not_sent(err):
             return RetryableFailure(reason)
         return ContentExporterStartUncertainError(
-            f"Could not {what}: {reason}. The request may have reached the server and started the "
+            f"Could not {call}: {reason}. The request may have reached the server and started the "
             f"export, so it was not repeated: {START_UNCERTAIN_ADVICE}"
         )
 
-    def _attempt_small(
-        self, method: str, url: str, what: str, *, idempotent: bool, json_body: Any = None
-    ) -> tuple[int, Any, bytes]:
+    def _attempt_small(self, call: Call, url: str, *, json_body: Any = None) -> tuple[int, Any, bytes]:
         """One attempt of a call with a small body: returns (status, headers, body)."""
         try:
-            resp = self._send(method, url, json_body=json_body)
-            self._check_status(resp, what, url, idempotent)
+            resp = self._send(call.method, url, json_body=json_body)
+            self._check_status(resp, call, url)
             with resp:
                 body = self._read_capped(resp, MAX_SMALL_BODY)
             return resp.status_code, resp.headers, body
         except requests.RequestException as err:
-            raise self._network_failure(err, idempotent, what) from None
+            raise self._network_failure(err, call) from None
 
     @staticmethod
     def _read_capped(resp: Response, limit: int) -> bytes:
@@ -497,7 +523,7 @@ class ContentExporterHook(BaseHook):
             )
 
     def _open_download(
-        self, url: str, what: str, range_from: int = 0, validator: str | None = None
+        self, url: str, call: Call, range_from: int = 0, validator: str | None = None
     ) -> Response:
         """GET the file (from byte ``range_from`` when > 0), retrying 429/5xx/network errors; 200 or 206."""
 
@@ -512,26 +538,25 @@ class ContentExporterHook(BaseHook):
                 if resp.status_code == 206 and not range_from:
                     resp.close()
                     raise RetryableFailure("the server answered 206 to a request without Range")
-                self._check_status(resp, what, url, idempotent=True)
+                self._check_status(resp, call, url)
                 return resp
             except requests.RequestException as err:
-                raise self._network_failure(err, True, what) from None
+                raise self._network_failure(err, call) from None
 
-        return self._with_retries(what, attempt)
+        return self._with_retries(call, attempt)
 
-    def _stream_with_resume(
-        self, resp: Response, url: str, what: str, export_hash: str, out: BinaryIO
-    ) -> tuple[int, str]:
+    def _stream_with_resume(self, resp: Response, url: str, call: Call, out: BinaryIO) -> tuple[int, str]:
         """Copy the body to ``out``, hashing in the same pass; resume or restart when it stops short."""
         digest = _BackgroundSha256()
         try:
-            return self._copy_body(resp, url, what, export_hash, out, digest)
+            return self._copy_body(resp, url, call, out, digest)
         finally:
             digest.close()
 
     def _copy_body(
-        self, resp: Response, url: str, what: str, export_hash: str, out: BinaryIO, digest: _BackgroundSha256
+        self, resp: Response, url: str, call: Call, out: BinaryIO, digest: _BackgroundSha256
     ) -> tuple[int, str]:
+        export_hash = call.subject
         written = 0
         total = _content_length(resp.headers.get("Content-Length"))
         can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
@@ -559,7 +584,7 @@ class ContentExporterHook(BaseHook):
             wait = self.retry_policy.wait(breaks, None, self._rng)
             if wait is None:
                 raise ContentExporterTransientError(
-                    f"Could not {what}: the download broke {breaks} times (last: {reason}); nothing was "
+                    f"Could not {call}: the download broke {breaks} times (last: {reason}); nothing was "
                     "saved. The task can be retried."
                 )
             resume = can_resume and total is not None and 0 < written < total
@@ -571,7 +596,7 @@ class ContentExporterHook(BaseHook):
                 wait,
             )
             self._sleep(wait)
-            resp = self._open_download(url, what, range_from=written if resume else 0, validator=validator)
+            resp = self._open_download(url, call, range_from=written if resume else 0, validator=validator)
             if resp.status_code == 206:
                 if _content_range_matches(resp.headers.get("Content-Range"), written, total):
                     continue  # append the rest: bytes already written were hashed already
@@ -579,7 +604,7 @@ class ContentExporterHook(BaseHook):
                     "The server answered the Range request with a wrong Content-Range; restarting."
                 )
                 resp.close()
-                resp = self._open_download(url, what)
+                resp = self._open_download(url, call)
             # A plain 200 (the server ignored Range, or no resume was possible): start over.
             out.seek(0)
             out.truncate()
@@ -798,21 +823,21 @@ class ContentExporterAsyncHook(BaseHook):
         url = self._progress_urls.get(export_hash)
         if url is None:
             export_hash = validate_export_hash(export_hash)
-            url = self._progress_urls[export_hash] = self.settings.url("export_progress", export_hash)
-        what = f"check the progress of export {export_hash}"
+            url = self._progress_urls[export_hash] = self.settings.url(EXPORT_PROGRESS, export_hash)
+        call = Call(EXPORT_PROGRESS, export_hash)
         retry = 0
         while True:
             try:
-                raw = await self._get_small(url, what)
+                raw = await self._get_small(url, call)
                 break
             except RetryableFailure as failure:
                 retry += 1
                 wait = self.retry_policy.wait(retry, failure.retry_after)
                 if wait is None:
                     raise ContentExporterTransientError(
-                        give_up_message(what, failure, retry, self.retry_policy, self.settings.base_url)
+                        give_up_message(call, failure, retry, self.retry_policy, self.settings.base_url)
                     ) from None
-                self.log.warning("Could not %s: %s. Retry %d in %.1f s.", what, failure.reason, retry, wait)
+                self.log.warning("Could not %s: %s. Retry %d in %.1f s.", call, failure.reason, retry, wait)
                 await asyncio.sleep(wait)
         try:
             payload = json.loads(raw.decode("utf-8")) if raw.strip() else None
@@ -823,7 +848,7 @@ class ContentExporterAsyncHook(BaseHook):
             ) from None
         return parse_progress(export_hash, payload, self.settings.api_key)
 
-    async def _get_small(self, url: str, what: str) -> bytes:
+    async def _get_small(self, url: str, call: Call) -> bytes:
         """One GET attempt, redirects followed by hand (the key goes to the application origin only)."""
         import asyncio
 
@@ -855,22 +880,24 @@ class ContentExporterAsyncHook(BaseHook):
                             body += chunk
                             if len(body) >= MAX_SMALL_BODY:
                                 break
-                    if not 200 <= resp.status < 300:
-                        raise failure_for_status(
-                            resp.status,
-                            idempotent=True,
-                            retry_after=resp.headers.get("Retry-After"),
-                            what=what,
-                            url=url,
-                            body=bytes(body),
-                            conn_id=self.content_exporter_conn_id,
-                            secret=settings.api_key,
-                            app_url=settings.base_url,
-                        )
+                    status, retry_after = resp.status, resp.headers.get("Retry-After")
+                if 200 <= status < 300:
                     return bytes(body)
+                route_exists = None
+                if status == 404 and origin_of(url) == settings.origin:
+                    route_exists = await self._route_exists(url)
+                raise failure_for_status(
+                    status,
+                    call,
+                    settings,
+                    url=url,
+                    body=bytes(body),
+                    retry_after=retry_after,
+                    route_exists=route_exists,
+                )
         except aiohttp.ClientSSLError:
             raise ContentExporterError(
-                f"Could not {what}: TLS verification failed for {settings.base_url}. If the service "
+                f"Could not {call}: TLS verification failed for {settings.base_url}. If the service "
                 "uses a private CA, set the connection extra 'verify' to the CA bundle's path."
             ) from None
         except aiohttp.ClientConnectorError:
@@ -880,6 +907,15 @@ class ContentExporterAsyncHook(BaseHook):
         raise ContentExporterProtocolError(
             f"Content Exporter redirected more than {MAX_REDIRECTS} times; stopped following."
         )
+
+    async def _route_exists(self, url: str) -> bool | None:
+        """After a 404 with the key, GET ``url`` without it: 401/403 means an endpoint guards the path
+        (the export is what is unknown), 404 again means nothing answers there (a wrong path)."""
+        try:
+            async with self._session.get(url, allow_redirects=False, ssl=self._ssl) as resp:
+                return {401: True, 403: True, 404: False}.get(resp.status)
+        except Exception:  # only an explanation is at stake: never let it hide the 404 itself
+            return None
 
 
 async def _lookup_settings(conn_id: str) -> ConnectionSettings:

@@ -93,7 +93,8 @@ def test_example_dag_exports_a_page_to_a_byte_identical_file(
     assert reschedule_count(dag_run, "wait_for_export") >= 1  # the worker slot was released between pokes
     assert connection.counts["start_export"] == 1
     body = next(iter(connection.exports.values())).body
-    assert body["rootContentId"] == "555" and body["title"] == "example_content_exporter export of 2026-11-26"
+    assert body["rootContentId"] == "555"
+    assert body["pageSettings"] == {"size": "A4", "orientation": "PORTRAIT"}  # profiles/pdf.json, rendered
     output = task_log()
     assert "export " in output and "%" in output  # progress lines in the task log
     assert API_KEY not in output
@@ -110,6 +111,9 @@ def test_many_pages_example_exports_each_page_once(airflow_db, connection, tmp_p
     assert all(sha256(tmp_path / "2026-11-26" / f) == connection.artifact_sha256 for f in files)
     assert connection.counts["start_export"] == 3
     assert sorted(e.page_id for e in connection.exports.values()) == ["11", "12", "13"]
+    bodies = [e.body for e in connection.exports.values()]
+    assert all(b["pageSettings"] == {"size": "LETTER", "orientation": "LANDSCAPE"} for b in bodies)
+    assert sorted(b["rootContentId"] for b in bodies) == ["11", "12", "13"]
 
 
 # --------------------------------------------------------------------------- failures
@@ -173,7 +177,7 @@ def test_bad_page_id_fails_clearly_and_starts_no_export(airflow_db, connection, 
 
 
 def test_bad_export_body_file_fails_clearly_and_starts_no_export(airflow_db, connection, tmp_path, task_log):
-    (tmp_path / "broken.json").write_text('{"exportFormat": "pdf",,}')
+    (tmp_path / "broken.json").write_text('{"unit": "CM",,}')
     dag = pipeline_dag(
         "cex_bad_body", tmp_path / "f.pdf", export_body="broken.json", template_searchpath=str(tmp_path)
     )

@@ -31,7 +31,7 @@ def emu() -> Iterator[ContentExporterEmulator]:
 
 def start(emu: ContentExporterEmulator, session: requests.Session | None = None) -> requests.Response:
     return (session or requests).post(
-        f"{emu.base_url}/api/remote/export/123",
+        f"{emu.base_url}/api/remoteExport/123/init",
         json={"rootContentId": "123"},
         headers=HEADERS,
         timeout=TIMEOUT,
@@ -41,7 +41,7 @@ def start(emu: ContentExporterEmulator, session: requests.Session | None = None)
 
 def get(emu: ContentExporterEmulator, export_hash: str, what: str = "progress") -> requests.Response:
     return requests.get(
-        f"{emu.base_url}/api/remote/export/{export_hash}/{what}",
+        f"{emu.base_url}/api/remoteExport/{export_hash}/{what}",
         headers=HEADERS,
         timeout=TIMEOUT,
         allow_redirects=False,
@@ -98,7 +98,7 @@ def test_redirect_loop_points_at_the_same_url_and_foreign_redirect_at_the_target
     emu.chaos("export_progress", "redirect_loop", status=307)
     emu.chaos("export_progress", "redirect_foreign", status=302, target="http://127.0.0.1:9")
     loop, foreign = get(emu, export_hash), get(emu, export_hash)
-    path = f"/api/remote/export/{export_hash}/progress"
+    path = f"/api/remoteExport/{export_hash}/progress"
     assert (loop.status_code, loop.headers["Location"]) == (307, path)
     assert (foreign.status_code, foreign.headers["Location"]) == (302, "http://127.0.0.1:9" + path)
 

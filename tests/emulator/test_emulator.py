@@ -45,7 +45,7 @@ def start_export(emu: ContentExporterEmulator, page_id: str = "123456", **kwargs
     body = kwargs.pop("body", {"rootContentId": page_id, "exportType": "PDF"})
     headers = kwargs.pop("headers", _headers())
     return requests.post(
-        f"{emu.base_url}/api/remote/export/{page_id}", json=body, headers=headers, timeout=5, **kwargs
+        f"{emu.base_url}/api/remoteExport/{page_id}/init", json=body, headers=headers, timeout=5, **kwargs
     )
 
 
@@ -58,12 +58,12 @@ def new_export(emu: ContentExporterEmulator, page_id: str = "123456") -> str:
 
 
 def progress(emu: ContentExporterEmulator, export_hash: str, key: str | None = API_KEY) -> requests.Response:
-    url = f"{emu.base_url}/api/remote/export/{export_hash}/progress"
+    url = f"{emu.base_url}/api/remoteExport/{export_hash}/progress"
     return requests.get(url, headers=_headers(key), timeout=5)
 
 
 def download_url(emu: ContentExporterEmulator, export_hash: str) -> str:
-    return f"{emu.base_url}/api/remote/export/{export_hash}/download"
+    return f"{emu.base_url}/api/remoteExport/{export_hash}/download"
 
 
 def download(emu: ContentExporterEmulator, export_hash: str, **kwargs: Any) -> requests.Response:
@@ -317,10 +317,10 @@ def test_counters_and_request_log_cover_rejected_requests(emu: ContentExporterEm
     download(emu, export_hash)
     assert emu.counts == {"start_export": 1, "export_progress": 1, "download_export": 2}
     assert emu.requests == [
-        RequestRecord("start_export", "POST", "/api/remote/export/123456", True, 200),
-        RequestRecord("export_progress", "GET", f"/api/remote/export/{export_hash}/progress", False, 401),
-        RequestRecord("download_export", "GET", f"/api/remote/export/{export_hash}/download", True, 429),
-        RequestRecord("download_export", "GET", f"/api/remote/export/{export_hash}/download", True, 200),
+        RequestRecord("start_export", "POST", "/api/remoteExport/123456/init", True, 200),
+        RequestRecord("export_progress", "GET", f"/api/remoteExport/{export_hash}/progress", False, 401),
+        RequestRecord("download_export", "GET", f"/api/remoteExport/{export_hash}/download", True, 429),
+        RequestRecord("download_export", "GET", f"/api/remoteExport/{export_hash}/download", True, 200),
     ]
     emu.reset_counters()
     assert emu.counts == {"start_export": 0, "export_progress": 0, "download_export": 0}
@@ -335,7 +335,7 @@ def test_redirected_download_reaches_the_second_host_without_the_key(emu: Conten
         redirect = download(emu, export_hash, allow_redirects=False)
         assert redirect.status_code == 302
         location = redirect.headers["Location"]
-        assert location == f"{file_host.base_url}/api/remote/export/{export_hash}/download"
+        assert location == f"{file_host.base_url}/api/remoteExport/{export_hash}/download"
         followed = requests.get(location, timeout=5)
         assert followed.status_code == 200
         assert hashlib.sha256(followed.content).hexdigest() == emu.artifact_sha256
@@ -390,7 +390,7 @@ def test_cli_prints_its_url_serves_and_exits_cleanly_on_signal(signum: signal.Si
         assert match, line
         base_url = match.group(1)
         response = requests.post(
-            f"{base_url}/api/remote/export/1", json={"rootContentId": "1"}, headers=_headers(), timeout=5
+            f"{base_url}/api/remoteExport/1/init", json={"rootContentId": "1"}, headers=_headers(), timeout=5
         )
         assert response.status_code == 200
         os.kill(proc.pid, signum)
@@ -401,7 +401,7 @@ def test_cli_prints_its_url_serves_and_exits_cleanly_on_signal(signum: signal.Si
             proc.communicate()
     assert proc.returncode == 0, stderr
     assert stdout == ""
-    assert "/api/remote/export/1" in stderr  # the access log goes to stderr...
+    assert "/api/remoteExport/1/init" in stderr  # the access log goes to stderr...
     assert API_KEY not in stderr  # ...and never shows the key
 
 
@@ -546,7 +546,7 @@ def test_serves_1000_concurrent_keep_alive_clients() -> None:
     trace.on_connection_reuseconn.append(on_reuse)
 
     async def scenario(emu: ContentExporterEmulator, export_hash: str) -> list[int]:
-        url = f"{emu.base_url}/api/remote/export/{export_hash}/progress"
+        url = f"{emu.base_url}/api/remoteExport/{export_hash}/progress"
         all_connected = asyncio.Barrier(clients)
 
         async def client() -> list[int]:
@@ -588,7 +588,7 @@ def test_cli_spreads_export_times() -> None:
         assert match
         base_url = match.group(1)
         started = requests.post(
-            f"{base_url}/api/remote/export/7", json={"rootContentId": "7"}, headers=_headers(), timeout=5
+            f"{base_url}/api/remoteExport/7/init", json={"rootContentId": "7"}, headers=_headers(), timeout=5
         )
         export_hash = started.json()["hash"]
         entry = requests.get(f"{base_url}/_emulator/exports", timeout=5).json()[export_hash]

@@ -285,7 +285,9 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
             with hook:
                 if arm_at == START:
                     arm(emu, foreign, rng)
-                export_hash = hook.start_export(PAGE_ID, {"exportFormat": "pdf"})
+                export_hash = hook.start_export(
+                    PAGE_ID, {"pageSettings": {"size": "A4", "orientation": "PORTRAIT"}}
+                )
                 if arm_at == PROGRESS:
                     arm(emu, foreign, rng)
                 progress = None
@@ -402,7 +404,9 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
     with captured_output() as (logs, printed):
         try:
             with ContentExporterHook() as hook:
-                export_hash = hook.start_export(PAGE_ID, {"exportFormat": "pdf"})
+                export_hash = hook.start_export(
+                    PAGE_ID, {"pageSettings": {"size": "A4", "orientation": "PORTRAIT"}}
+                )
             arm(emu, foreign, rng)
             trigger = ContentExporterExportTrigger(
                 export_hash=export_hash, end_time=time.time() + TRIGGER_LIMIT_S, poll_interval=0.1

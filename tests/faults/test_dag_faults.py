@@ -92,7 +92,7 @@ def fault_dag(dag_id: str, output: Path) -> DAG:
         start = RecordingStart(
             task_id="start_export",
             page_id="{{ dag_run.conf['page_id'] }}",
-            export_body={"exportFormat": "pdf"},
+            export_body={"pageSettings": {"size": "A4", "orientation": "PORTRAIT"}},
         )
         export_hash: Any = start.output  # an XComArg, rendered to the hash at run time
         wait = RecordingSensor(

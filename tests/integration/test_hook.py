@@ -47,7 +47,7 @@ def leftovers(folder: Path) -> list[str]:
 def test_round_trip_exports_a_page_to_a_byte_identical_file(connection, tmp_path):
     emu = connection
     with make_hook() as hook:
-        export_hash = hook.start_export("424242", {"exportFormat": "pdf"})
+        export_hash = hook.start_export("424242", {"pageSettings": {"size": "A4", "orientation": "PORTRAIT"}})
         progress = wait_until_done(hook, export_hash)
         assert progress.is_complete and progress.progress == 100.0
         result = hook.download_export(export_hash, tmp_path / "out" / "report.pdf")
@@ -55,7 +55,10 @@ def test_round_trip_exports_a_page_to_a_byte_identical_file(connection, tmp_path
     assert data.startswith(b"%PDF-")
     assert hashlib.sha256(data).hexdigest() == emu.artifact_sha256 == result.sha256
     assert result.size_bytes == emu.artifact_size and result.content_type == "application/pdf"
-    assert emu.exports[export_hash].body == {"exportFormat": "pdf", "rootContentId": "424242"}
+    assert emu.exports[export_hash].body == {
+        "pageSettings": {"size": "A4", "orientation": "PORTRAIT"},
+        "rootContentId": "424242",
+    }
     assert leftovers(tmp_path / "out") == ["report.pdf"]
 
 
@@ -91,9 +94,12 @@ def test_rejected_key_fails_at_once_with_advice_and_without_the_key(emulator, mo
 
 
 def test_unknown_hash_is_not_found_without_retries(connection):
-    with make_hook() as hook, pytest.raises(ContentExporterNotFoundError, match="start a new export"):
+    expected = r"unknown or has expired.*start a new export"
+    with make_hook() as hook, pytest.raises(ContentExporterNotFoundError, match=expected):
         hook.get_export_progress("deadbeef")
-    assert connection.counts["export_progress"] == 1
+    # One attempt with the key (no retries), then one without it that tells an unknown hash from a wrong path.
+    asked = [(r.had_api_key, r.status) for r in connection.requests if r.endpoint == "export_progress"]
+    assert asked == [(True, 404), (False, 401)]
 
 
 def test_failed_export_is_reported_with_the_servers_message(connection):

@@ -109,7 +109,9 @@ def test_unknown_hash_fires_error_at_once(connection):
         ContentExporterExportTrigger("nosuchhash", end_time=time.time() + 30, poll_interval=0.1)
     )
     assert [e["status"] for e in events] == ["error"] and "404" in events[0]["message"]
-    assert connection.counts["export_progress"] == 1
+    # One attempt with the key (no retries), then one without it that tells an unknown hash from a wrong path.
+    asked = [(r.had_api_key, r.status) for r in connection.requests if r.endpoint == "export_progress"]
+    assert asked == [(True, 404), (False, 401)]
 
 
 def test_run_never_blocks_the_event_loop(connection, caplog, monkeypatch):

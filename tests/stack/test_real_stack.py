@@ -146,8 +146,9 @@ def test_each_run_started_exactly_one_export_with_the_rendered_profile(stack: An
         assert len(mine) == 1, f"{dag_id}: {len(mine)} exports of page {page_id} (a retried start?)"
         body = mine[0].body
         assert body["rootContentId"] == page_id
-        assert body["exportFormat"] == "pdf"
-        assert body["title"] == f"{dag_id} export of {DS}"  # profiles/pdf.json rendered with Jinja
+        # profiles/pdf.json rendered with Jinja: {{ params.page_size }} became the param's default.
+        assert body["pageSettings"] == {"size": "A4", "orientation": "PORTRAIT"}
+        assert body["margins"] == [{"top": 1, "bottom": 1, "right": 0.5, "left": 0.5}]
 
 
 def test_every_task_succeeded_on_its_first_try(stack: Any, runs: Runs) -> None:

@@ -30,13 +30,13 @@ def dag(tmp_path):
 
 def test_export_body_json_file_is_loaded_from_the_dag_folder_and_rendered(dag, tmp_path):
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "pdf.json").write_text('{"exportFormat": "pdf", "title": "Export {{ ds }}"}')
+    (tmp_path / "profiles" / "pdf.json").write_text('{"unit": "CM", "title": "Export {{ ds }}"}')
     op = ContentExporterStartExportOperator(
         task_id="s", page_id="{{ params.page }}", export_body="profiles/pdf.json", dag=dag
     )
     render(op, params={"page": "4242"})
     assert op.page_id == "4242"
-    assert op._parsed_export_body() == {"exportFormat": "pdf", "title": "Export 2026-11-26"}
+    assert op._parsed_export_body() == {"unit": "CM", "title": "Export 2026-11-26"}
 
 
 def test_export_body_dict_values_are_templated(dag):
@@ -48,7 +48,7 @@ def test_export_body_dict_values_are_templated(dag):
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [('{"exportFormat": "pdf",}', "is not valid JSON"), ('["pdf"]', "must hold a JSON object")],
+    [('{"unit": "CM",}', "is not valid JSON"), ('["pdf"]', "must hold a JSON object")],
 )
 def test_bad_export_body_file_names_the_file_and_the_problem(dag, tmp_path, content, expected):
     (tmp_path / "broken.json").write_text(content)

@@ -109,8 +109,8 @@ def test_endpoint_templating_cannot_inject_a_path_segment_query_or_fragment(endp
 
 
 def test_dot_segments_cannot_climb_out_of_the_path():
-    assert render_endpoint("/api/remote/export/{export_hash}/progress", "..") == (
-        "/api/remote/export/%2E%2E/progress"
+    assert render_endpoint("/api/remoteExport/{export_hash}/progress", "..") == (
+        "/api/remoteExport/%2E%2E/progress"
     )
 
 

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterError,
-    ContentExporterNotFoundError,
     ContentExporterProtocolError,
 )
 from airflow_provider_cex.protocol import (
     EU_APPLICATION_URL,
     US_APPLICATION_URL,
+    Call,
     RetryPolicy,
     build_start_body,
     default_filename,
@@ -159,9 +159,9 @@ def test_endpoint_templates_are_validated():
 @given(st.text(min_size=1, max_size=50))
 @settings(max_examples=200, deadline=None)
 def test_endpoint_rendering_never_injects_a_path_segment_or_query(value):
-    path = render_endpoint("/api/remote/export/{export_hash}/progress", value)
-    assert path.startswith("/api/remote/export/") and path.endswith("/progress")
-    middle = path[len("/api/remote/export/") : -len("/progress")]
+    path = render_endpoint("/api/remoteExport/{export_hash}/progress", value)
+    assert path.startswith("/api/remoteExport/") and path.endswith("/progress")
+    middle = path[len("/api/remoteExport/") : -len("/progress")]
     assert "/" not in middle and "?" not in middle and "#" not in middle
 
 
@@ -316,11 +316,9 @@ def test_post_is_retried_only_where_it_surely_was_not_processed():
 
 
 def test_error_messages_are_actionable_and_typed():
-    auth = error_for_status(401, what="start an export", url="https://x", body=KEY, secret=KEY)
+    auth = error_for_status(401, Call("start_export", "1"), url="https://x", body=KEY, secret=KEY)
     assert isinstance(auth, ContentExporterAuthError)
     assert "admin page" in str(auth) and KEY not in str(auth)
-    missing = error_for_status(404, what="download export h", url="https://x", body="")
-    assert isinstance(missing, ContentExporterNotFoundError) and "start a new export" in str(missing)
 
 
 def test_snippet_is_bounded_printable_and_redacted():

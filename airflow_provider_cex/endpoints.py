@@ -1,0 +1,32 @@
+"""The three calls of the Content Exporter Remote API and their default paths, defined once.
+
+Shared by the provider and the emulator; imports nothing, so the emulator stays free of Airflow.
+The start path is the one the vendor documents; the progress and download paths are *assumed*
+(same family) and can be overridden with the connection extra ``endpoints``.
+"""
+
+from __future__ import annotations
+
+START_EXPORT = "start_export"
+EXPORT_PROGRESS = "export_progress"
+DOWNLOAD_EXPORT = "download_export"
+
+#: Endpoint name -> the one placeholder its path template takes.
+PLACEHOLDER: dict[str, str] = {
+    START_EXPORT: "page_id",
+    EXPORT_PROGRESS: "export_hash",
+    DOWNLOAD_EXPORT: "export_hash",
+}
+
+#: Endpoint name -> HTTP method.
+METHOD: dict[str, str] = {START_EXPORT: "POST", EXPORT_PROGRESS: "GET", DOWNLOAD_EXPORT: "GET"}
+
+#: Endpoint name -> default path template.
+DEFAULT_PATHS: dict[str, str] = {
+    START_EXPORT: "/api/remoteExport/{page_id}/init",
+    EXPORT_PROGRESS: "/api/remoteExport/{export_hash}/progress",
+    DOWNLOAD_EXPORT: "/api/remoteExport/{export_hash}/download",
+}
+
+#: Default paths the vendor documents; the others are assumed until a descriptor or a real call confirms them.
+DOCUMENTED: frozenset[str] = frozenset({START_EXPORT})
