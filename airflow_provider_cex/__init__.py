@@ -36,7 +36,7 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": "Content Exporter for Confluence",
-                "external-doc-url": "https://marketplace.atlassian.com/",
+                "external-doc-url": "https://docs.meta-inf.hu/content-exporter-confluence/user-guides/before-exporting/remote-api-cloud-only",
                 "tags": ["service"],
             }
         ],
