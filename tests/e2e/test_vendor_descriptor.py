@@ -27,7 +27,15 @@ CONN_ID = "content_exporter_default"
 
 
 def airflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Airflow's CLI on this session's metadata DB, encrypting with this process's Fernet key.
+
+    Without a configured key every Airflow process makes up its own, and the connection the CLI
+    writes could not be read back here.
+    """
+    from airflow.configuration import conf
+
     env = {k: v for k, v in os.environ.items() if k != CONN_ENV}
+    env["AIRFLOW__CORE__FERNET_KEY"] = conf.get("core", "fernet_key", fallback="") or ""
     return subprocess.run(
         [sys.executable, "-m", "airflow", *args], capture_output=True, text=True, env=env, timeout=180
     )
@@ -64,6 +72,8 @@ def test_paths_from_the_descriptor_run_the_example_dag_to_a_byte_identical_file(
             monkeypatch.delenv(CONN_ENV, raising=False)  # the connection now comes from the metadata DB
             monkeypatch.setenv("AIRFLOW_VAR_CEX_OUTPUT_DIR", str(tmp_path / "out"))
             dag = load_example_dag("example_content_exporter", "example_content_exporter.py")
+            for task in dag.tasks:  # fail at once instead of after the example's 5-minute retry delays
+                task.retries = 0
             dag_run = run_dag(
                 dag, {"page_id": "4321", "page_size": "A3"}, pendulum.datetime(2026, 11, 27, tz="UTC")
             )
