@@ -4,7 +4,7 @@ It prints one line, ``Content Exporter emulator listening on http://HOST:PORT``,
 access log goes to stderr and never contains the API key.
 
 To serve many concurrent keep-alive clients (benchmarks run 1,000), it raises its soft open-file limit to the
-hard limit at start; the listen backlog is :data:`~airflow_provider_cex.emulator.server.LISTEN_BACKLOG`.
+hard limit at start; the listen backlog is :data:`~airflow_provider_cex.emulator.lifecycle.LISTEN_BACKLOG`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Chaos mode for the emulator: hostile and broken answers, armed one by one or from a seeded schedule.
 
 A :class:`Chaos` describes one spoiled answer. ``ContentExporterEmulator.chaos(endpoint, kind, ...)`` queues
-one (or ``times``) for an endpoint; ``ContentExporterEmulator.chaos_schedule(seed, rate=...)`` spoils each
-request with probability ``rate``, the n-th request to an endpoint always getting the same fault for the
-same seed (:func:`scheduled_chaos`), so a failing run can be replayed exactly.
+one (or ``times``) for an endpoint; ``ContentExporterEmulator.chaos_schedule(ChaosSchedule(seed, rate=...))``
+spoils each request with probability ``rate``, the n-th request to an endpoint always getting the same fault
+for the same seed (:func:`scheduled_chaos`), so a failing run can be replayed exactly.
 
 Kinds, and the endpoints they apply to (:data:`APPLIES_TO`):
 
@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-START_EXPORT = "start_export"
-EXPORT_PROGRESS = "export_progress"
-DOWNLOAD_EXPORT = "download_export"
+from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
+
 _ALL = (START_EXPORT, EXPORT_PROGRESS, DOWNLOAD_EXPORT)
 _JSON = (START_EXPORT, EXPORT_PROGRESS)
 
@@ -244,20 +243,20 @@ def reset_socket(sock: socket.socket | None) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def spoil_progress(payload: Any, chaos: Chaos) -> Any:
-    """The progress answer with its value moved backwards or above 100 (never DONE)."""
+def spoil_progress(payload: Any, kind: str, variant: int) -> Any:
+    """The progress answer with its value moved backwards (``progress_backwards``) or past 100, never DONE."""
     if not isinstance(payload, dict) or payload.get("status") == "FAILED":
         return payload
     spoiled = dict(payload)
     value = spoiled.get("progressValue", 0)
-    if chaos.kind == "progress_backwards":
+    if kind == "progress_backwards":
         spoiled["progressValue"] = max(0, int(value) - 40)
     else:
-        spoiled["progressValue"] = OVER_100[chaos.variant % len(OVER_100)]
+        spoiled["progressValue"] = OVER_100[variant % len(OVER_100)]
     spoiled["status"] = "RUNNING"
     return spoiled
 
 
-def wrong_json_body(endpoint: str, chaos: Chaos) -> bytes:
+def wrong_json_body(endpoint: str, variant: int) -> bytes:
     values = WRONG_JSON[endpoint]
-    return json.dumps(values[chaos.variant % len(values)]).encode("utf-8")
+    return json.dumps(values[variant % len(values)]).encode("utf-8")

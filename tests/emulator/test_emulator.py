@@ -502,7 +502,7 @@ def test_admin_routes_refuse_a_peer_beyond_loopback() -> None:
 
     from aiohttp.test_utils import make_mocked_request
 
-    emulator = ContentExporterEmulator(API_KEY)
+    app = ContentExporterEmulator(API_KEY).make_app()
 
     def peer(host: str) -> Any:
         transport = mock.Mock()
@@ -512,8 +512,9 @@ def test_admin_routes_refuse_a_peer_beyond_loopback() -> None:
         return transport
 
     async def answer(host: str) -> int:
-        request = make_mocked_request("GET", "/_emulator/exports", transport=peer(host))
-        return (await emulator._handle_admin_exports(request)).status
+        request = make_mocked_request("GET", "/_emulator/exports", transport=peer(host), app=app)
+        route = await app.router.resolve(request)
+        return (await route.handler(request)).status
 
     assert asyncio.run(answer("192.168.1.20")) == 403
     assert asyncio.run(answer("127.0.0.1")) == 200

@@ -1,0 +1,207 @@
+"""What the emulator puts on the wire: error answers, spoiled (chaos) answers, and the artifact.
+
+The artifact is served whole (with Range support from aiohttp), or broken by an artifact-stage
+:class:`~.faults.Fault`: cut short, stalled, Range ignored or misplaced, chunked, reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Mapping
+from http import HTTPStatus
+from pathlib import Path
+
+from aiohttp import web
+
+from . import chaos as _chaos
+from .artifacts import Artifact
+from .faults import Fault
+
+
+def json_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def fault_response(status: int, retry_after: str | None) -> web.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    if status >= 500:
+        # What a load balancer in front of the real service answers: an HTML page, not JSON.
+        html = (
+            f"<html><head><title>{status} {phrase}</title></head>"
+            f"<body><h1>{status} {phrase}</h1><p>The server is temporarily unable to service your request."
+            f"</p></body></html>\n"
+        )
+        return web.Response(status=status, text=html, content_type="text/html", headers=headers)
+    return json_error(status, phrase.lower(), headers)
+
+
+def reset_connection(
+    request: web.BaseRequest, response: web.StreamResponse | None = None
+) -> web.StreamResponse:
+    """Reset (RST) the request's connection; returns a response for aiohttp that will never be sent."""
+    transport = request.transport
+    if transport is not None:
+        _chaos.reset_socket(transport.get_extra_info("socket"))
+        transport.close()
+    return response if response is not None else web.Response(status=499)
+
+
+# ------------------------------------------------------------------------------------ chaos answers
+
+
+async def answer_in_front(request: web.Request, fault: Fault) -> web.StreamResponse:
+    """A proxy-stage fault, answered in front of the service: statuses, resets, stalls and redirects."""
+    if fault.kind == "status":
+        return fault_response(fault.status, fault.retry_after)
+    if fault.kind == "reset_before_headers":
+        await request.read()  # the whole request arrived: the client cannot know whether it was acted on
+        return reset_connection(request)
+    if fault.kind == "stall_before_headers":
+        await request.read()
+        await asyncio.sleep(fault.seconds)
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=499)
+    if fault.kind == "redirect_loop":
+        return web.Response(status=fault.status, headers={"Location": str(request.rel_url)})
+    # redirect_foreign
+    target = (fault.target or "").rstrip("/")
+    return web.Response(status=fault.status, headers={"Location": target + str(request.rel_url)})
+
+
+async def huge_error(request: web.Request, fault: Fault) -> web.StreamResponse:
+    """An error status with a body of ``fault.size`` bytes, streamed (a client should stop reading early)."""
+    response = web.StreamResponse(status=fault.status, headers={"Content-Type": "text/html"})
+    response.content_length = fault.size
+    await response.prepare(request)
+    block = (b"<p>" + b"x" * 1020 + b"</p>") * 1024  # 1 MiB
+    remaining = fault.size
+    try:
+        while remaining > 0:
+            piece = block[: min(len(block), remaining)]
+            await response.write(piece)
+            remaining -= len(piece)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):  # the client hung up, as it should
+        pass
+    return response
+
+
+async def spoil_answer(
+    request: web.Request, endpoint: str, response: web.StreamResponse, fault: Fault
+) -> web.StreamResponse:
+    """An answer-stage fault applied to the service's own answer (the export was started, progress read)."""
+    if fault.kind == "hostile_filename":
+        dispositions = _chaos.HOSTILE_DISPOSITIONS
+        response.headers["Content-Disposition"] = dispositions[fault.variant % len(dispositions)]
+        return response
+    body = response.body if isinstance(response, web.Response) else None
+    raw = body if isinstance(body, bytes) else b""
+    if fault.kind in ("truncated_body", "reset_mid_body"):
+        cut = web.StreamResponse(status=response.status, headers={"Content-Type": "application/json"})
+        cut.content_length = len(raw)
+        await cut.prepare(request)
+        await cut.write(raw[: int(len(raw) * fault.fraction)])
+        if fault.kind == "reset_mid_body":
+            return reset_connection(request, cut)
+        if request.transport is not None:
+            request.transport.close()
+        return cut
+    if fault.kind == "non_json":
+        content_type, garbage = _chaos.NON_JSON_BODIES[fault.variant % len(_chaos.NON_JSON_BODIES)]
+        return web.Response(status=200, body=garbage, headers={"Content-Type": content_type})
+    if fault.kind == "wrong_json":
+        body_bytes = _chaos.wrong_json_body(endpoint, fault.variant)
+        return web.Response(status=200, body=body_bytes, content_type="application/json")
+    # progress_backwards / progress_over_100
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return response
+    return web.json_response(
+        _chaos.spoil_progress(payload, fault.kind, fault.variant), status=response.status
+    )
+
+
+# ------------------------------------------------------------------------------------ the artifact
+
+
+async def serve_artifact(
+    request: web.Request, artifact: Artifact, filename: str, fault: Fault | None
+) -> web.StreamResponse:
+    """The artifact as an export download, spoiled by ``fault`` (an artifact-stage one) if given."""
+    headers = {
+        "Content-Type": "application/pdf",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    if fault is None:
+        return web.FileResponse(artifact.path, headers=headers)
+    return await _serve_faulty(request, artifact, headers, fault)
+
+
+async def _serve_faulty(
+    request: web.Request, artifact: Artifact, headers: dict[str, str], fault: Fault
+) -> web.StreamResponse:
+    size = artifact.size
+    start, stop, status = 0, size, 200
+    headers["Accept-Ranges"] = "bytes"
+    chunked = fault.kind in ("chunked", "chunked_truncate")
+    if "Range" in request.headers and fault.kind != "ignore_range" and not chunked:
+        try:
+            rng = request.http_range
+        except ValueError:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        start = rng.start if rng.start is not None else 0
+        if start < 0:
+            start = max(0, size + start)
+        stop = min(size, rng.stop) if rng.stop is not None else size
+        if start >= size:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+        if fault.kind == "wrong_range":
+            start = min(start + 7, stop - 1)
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    if chunked:
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = stop - start
+    await response.prepare(request)
+    complete = fault.kind in ("ignore_range", "wrong_range", "chunked")
+    after = fault.after_bytes
+    if fault.kind in ("truncated_body", "reset_mid_body"):  # chaos cuts a share of the file, not a byte count
+        after = int(size * fault.fraction)
+    to_send = stop - start if complete else min(after, stop - start)
+    try:
+        for chunk in _read_range(artifact.path, start, to_send):
+            await response.write(chunk)
+        if complete:
+            await response.write_eof()
+            return response
+    except ConnectionError:  # the client gave up first (e.g. its read timeout during a stall)
+        return response
+    if fault.kind == "stall":
+        await asyncio.sleep(fault.seconds)
+    if fault.kind == "reset_mid_body":
+        return reset_connection(request, response)
+    # Drop the connection with the body short of what was promised, as a broken network would.
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+def _read_range(path: Path, start: int, length: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        fh.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = fh.read(min(chunk_size, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
