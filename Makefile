@@ -46,7 +46,7 @@ bench: $(STAMP)
 
 # The full fault matrix (~400 seeded runs, about 5 minutes, loopback only); CI runs one seed per cell.
 faults: $(STAMP)
-	$(BIN)/python benchmarks/fault_matrix.py --seeds 6 --check
+	$(BIN)/python -m benchmarks.fault_matrix --seeds 6 --check
 
 clean:
 	rm -rf $(VENV) $(AF2_VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

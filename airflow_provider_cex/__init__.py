@@ -25,6 +25,33 @@ PLACEHOLDERS = {
 }
 
 
+def conn_fields() -> dict[str, dict[str, Any]]:
+    """The connection form's extra fields, written once for both UIs.
+
+    Airflow 3 reads them from the provider info (``conn-fields``), Airflow 2.11 from the hook's
+    ``get_connection_form_widgets``, which builds its widgets from this same table.
+    """
+    return {
+        "region": {
+            "label": "Region",
+            "description": f"Used when Application URL is empty: 'us' ({US_APPLICATION_URL}) or 'eu' "
+            f"({EU_APPLICATION_URL}).",
+            "schema": {"type": ["string", "null"], "enum": ["us", "eu"]},
+        },
+        "confluence_url": {
+            "label": "Confluence URL",
+            "description": "Optional, e.g. https://acme.atlassian.net/wiki: adds a 'Confluence page' link "
+            "to export tasks.",
+            "schema": {"type": ["string", "null"]},
+        },
+        "timeout": {
+            "label": "Timeout (seconds)",
+            "description": "Read timeout of each HTTP call (default 60).",
+            "schema": {"type": ["number", "null"], "minimum": 1},
+        },
+    }
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (entry point ``apache_airflow_provider``)."""
     return {
@@ -43,7 +70,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Content Exporter for Confluence",
-                "python-modules": ["airflow_provider_cex.hooks.content_exporter"],
+                "python-modules": [
+                    "airflow_provider_cex.hooks.content_exporter",
+                    "airflow_provider_cex.hooks.content_exporter_async",
+                ],
             }
         ],
         "operators": [
@@ -75,25 +105,7 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": RELABELING,
                     "placeholders": PLACEHOLDERS,
                 },
-                "conn-fields": {
-                    "region": {
-                        "label": "Region",
-                        "description": "Used when Application URL is empty: 'us' "
-                        f"({US_APPLICATION_URL}) or 'eu' ({EU_APPLICATION_URL}).",
-                        "schema": {"type": ["string", "null"], "enum": ["us", "eu"]},
-                    },
-                    "confluence_url": {
-                        "label": "Confluence URL",
-                        "description": "Optional, e.g. https://acme.atlassian.net/wiki: adds a "
-                        "'Confluence page' link to export tasks.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "timeout": {
-                        "label": "Timeout (seconds)",
-                        "description": "Read timeout of each HTTP call (default 60).",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
-                    },
-                },
+                "conn-fields": conn_fields(),
             }
         ],
     }

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from airflow_provider_cex.core import DESCRIPTOR_COMMAND, path_origin
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
-from airflow_provider_cex.protocol import DESCRIPTOR_COMMAND, ConnectionSettings, path_origin
+from airflow_provider_cex.protocol import ConnectionSettings
 
 #: The export hash Test Connection asks about; no real export has it.
 PROBE_HASH = "airflow-connection-test"

@@ -6,7 +6,7 @@ with a readable message; none of them ever carries the API key.
 
 from __future__ import annotations
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class ContentExporterError(AirflowException):
@@ -21,8 +21,11 @@ class ContentExporterNotFoundError(ContentExporterError):
     """HTTP 404: an unknown page, an unknown or expired export hash, or a wrong path (the message says)."""
 
 
-class ContentExporterExportFailedError(ContentExporterError):
-    """The remote export itself failed; the message is the server's."""
+class ContentExporterExportFailedError(ContentExporterError, AirflowFailException):
+    """The remote export itself failed; the message is the server's.
+
+    An ``AirflowFailException`` too: the task fails at once, since retrying cannot fix the export.
+    """
 
     def __init__(self, message: str, *, export_hash: str | None = None, server_message: str | None = None):
         super().__init__(message)

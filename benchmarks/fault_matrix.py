@@ -7,7 +7,7 @@ byte-identical file, a clean failure (a provider error with a clear, key-free me
 destination), or a bad outcome; see ``tests/faults/matrix.py`` for the exact rules. Loopback only, bounded
 in count and time. ``tests/faults/test_fault_matrix.py`` runs one seed per cell in CI.
 
-    .venv/bin/python benchmarks/fault_matrix.py --seeds 6 --check
+    .venv/bin/python -m benchmarks.fault_matrix --seeds 6 --check   # from the repository root
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:

@@ -42,8 +42,8 @@ def emulator() -> Iterator:
 
 
 @pytest.fixture
-def connection(emulator, monkeypatch: pytest.MonkeyPatch):
-    """The default connection, supplied by env var, pointing at the emulator."""
+def served_emulator(emulator, monkeypatch: pytest.MonkeyPatch):
+    """The emulator, with the default connection (supplied by env var) pointing at it."""
     monkeypatch.setenv(CONN_ENV, connection_json(emulator.base_url))
     return emulator
 
@@ -51,8 +51,8 @@ def connection(emulator, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(autouse=True)
 def _fresh_connection_settings_cache() -> Iterator[None]:
     """Triggers share connection settings for a minute; each test points the connection elsewhere."""
-    from airflow_provider_cex.hooks.content_exporter import _SETTINGS_CACHE
+    from airflow_provider_cex.hooks.content_exporter_async import SETTINGS_CACHE
 
-    _SETTINGS_CACHE.clear()
+    SETTINGS_CACHE.clear()
     yield
-    _SETTINGS_CACHE.clear()
+    SETTINGS_CACHE.clear()

@@ -230,15 +230,17 @@ class ContentExporterDownloadExportOperator(BaseOperator):
 
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+        from airflow_provider_cex.files import exists_message
+
         target = ObjectStoragePath(output, conn_id=self.output_conn_id)
         as_folder = output.endswith("/") or _safe_is_dir(target)
         if not as_folder and not self.overwrite and target.exists():
-            raise FileExistsError(_exists_message(output))
+            raise FileExistsError(exists_message(output))
         with tempfile.TemporaryDirectory(prefix="cex-download-") as local_folder:
             result = hook.download_export(export_hash, local_folder + os.sep)
             final = target / result.filename if as_folder else target
             if not self.overwrite and final.exists():
-                raise FileExistsError(_exists_message(str(final)))
+                raise FileExistsError(exists_message(str(final)))
             try:
                 with open(result.path, "rb") as source, final.open("wb") as sink:
                     shutil.copyfileobj(source, sink, 8 * 1024 * 1024)
@@ -288,13 +290,6 @@ def _safe_is_dir(path: Any) -> bool:
         return bool(path.is_dir())
     except Exception:  # a missing bucket or prefix is simply not a folder yet
         return False
-
-
-def _exists_message(where: str) -> str:
-    return (
-        f"{where} already exists and overwrite=False: delete it, choose another output path "
-        "(e.g. with {{ ds }} in it), or set overwrite=True."
-    )
 
 
 def _metadata(result: Any) -> dict[str, Any]:

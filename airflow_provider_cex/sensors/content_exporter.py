@@ -95,7 +95,7 @@ class ContentExporterExportSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
         """Map the trigger's one event to the same outcome poke/reschedule mode would have."""
-        from airflow_provider_cex.triggers.content_exporter import EVENT_STATUSES, FAILED, SUCCESS, TIMEOUT
+        from airflow_provider_cex.triggers.events import EVENT_STATUSES, FAILED, SUCCESS, TIMEOUT
 
         if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
             raise AirflowException(
@@ -108,7 +108,7 @@ class ContentExporterExportSensor(BaseSensorOperator):
             self.log.info("export %s: %g%%, complete", export_hash, event.get("progress", 100))
             return
         if status == FAILED:
-            raise AirflowFailException(f"Content Exporter export {export_hash} failed: {message}")
+            raise _export_failed(export_hash, message)
         if status == TIMEOUT:
             raise AirflowSensorTimeout(f"Sensor has timed out: {message}")
         raise AirflowException(f"Content Exporter export {export_hash}: {message}")
@@ -129,6 +129,17 @@ class ContentExporterExportSensor(BaseSensorOperator):
                 self.log.warning("export %s: progress unavailable, will check again: %s", export_hash, err)
                 return False
         if progress.is_failed:
-            raise AirflowFailException(f"Content Exporter export {export_hash} failed: {progress.message}")
+            raise _export_failed(export_hash, progress.message)
         self.log.info("export %s: %g%%", export_hash, progress.progress)
         return progress.is_complete
+
+
+def _export_failed(export_hash: str, message: str | None) -> Exception:
+    """The error for an export that failed at the vendor (an ``AirflowFailException``: no task retries)."""
+    from airflow_provider_cex.exceptions import ContentExporterExportFailedError
+
+    return ContentExporterExportFailedError(
+        f"Content Exporter export {export_hash} failed: {message}",
+        export_hash=export_hash,
+        server_message=message,
+    )

@@ -11,20 +11,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp  # noqa: F401 - imported here, not inside run(), so no import ever blocks the event loop
-from airflow.providers.common.compat.connection import get_async_connection  # noqa: F401 - same reason
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 from airflow_provider_cex.exceptions import ContentExporterError, ContentExporterTransientError
-from airflow_provider_cex.hooks.content_exporter import ContentExporterAsyncHook
+from airflow_provider_cex.hooks.content_exporter_async import ContentExporterAsyncHook
+from airflow_provider_cex.triggers.events import ERROR, EVENT_STATUSES, FAILED, SUCCESS, TIMEOUT
 
-#: Event statuses, each mapped by the sensor's ``execute_complete`` to one outcome.
-SUCCESS, FAILED, TIMEOUT, ERROR = "success", "failed", "timeout", "error"
+__all__ = ["ERROR", "EVENT_STATUSES", "FAILED", "SUCCESS", "TIMEOUT", "ContentExporterExportTrigger"]
+
 #: A progress line per 10 points at most once a minute (plus the first): a triggerer may run 1,000 of these,
 #: and each line costs more CPU than the poll itself (benchmarks/trigger_scale.py).
 PROGRESS_LOG_SECONDS = 60.0
-EVENT_STATUSES = frozenset({SUCCESS, FAILED, TIMEOUT, ERROR})
 
 
 class ContentExporterExportTrigger(BaseTrigger):
@@ -61,6 +59,10 @@ class ContentExporterExportTrigger(BaseTrigger):
             },
         )
 
+    def _hook(self) -> ContentExporterAsyncHook:
+        """The hook this trigger polls with (a subclass may pass ``on_retry`` to count retries)."""
+        return ContentExporterAsyncHook(self.content_exporter_conn_id)
+
     def _event(self, status: str, **payload: Any) -> TriggerEvent:
         return TriggerEvent({"status": status, "export_hash": self.export_hash, **payload})
 
@@ -68,7 +70,7 @@ class ContentExporterExportTrigger(BaseTrigger):
         last_progress = 0.0
         logged_progress, logged_at = -1.0, 0.0
         try:
-            async with ContentExporterAsyncHook(self.content_exporter_conn_id) as hook:
+            async with self._hook() as hook:
                 while True:
                     try:
                         progress = await hook.get_export_progress(self.export_hash)

@@ -75,23 +75,28 @@ def download_dag(dag_id: str, export_hash: str, output_path: str, **kwargs) -> D
     return dag
 
 
-def test_memory_object_store_folder_receives_a_byte_identical_file(airflow_db, connection, object_stores):
+def test_memory_object_store_folder_receives_a_byte_identical_file(
+    airflow_db, served_emulator, object_stores
+):
     export_hash = finished_export("21")
     dag = download_dag("cex_memory_dest", export_hash, "memory://bucket/exports/{{ ds }}/")
     dag_run = run_dag(dag, logical_date=LOGICAL_DATE)
 
     assert dag_run.state == "success"
     data = object_stores.cat("/bucket/exports/2026-11-26/page-21.pdf")
-    assert hashlib.sha256(data).hexdigest() == connection.artifact_sha256
+    assert hashlib.sha256(data).hexdigest() == served_emulator.artifact_sha256
     assert xcom_value(dag_run, "download_export", "return_value") == object_url(
         "memory://bucket/exports/2026-11-26/page-21.pdf"
     )
     meta = xcom_value(dag_run, "download_export", "export_file")
-    assert meta["sha256"] == connection.artifact_sha256 and meta["size_bytes"] == connection.artifact_size
+    assert (
+        meta["sha256"] == served_emulator.artifact_sha256
+        and meta["size_bytes"] == served_emulator.artifact_size
+    )
     assert meta["content_type"] == "application/pdf" and meta["filename"] == "page-21.pdf"
 
 
-def test_file_url_destination_is_written_atomically_and_durably(airflow_db, connection, tmp_path):
+def test_file_url_destination_is_written_atomically_and_durably(airflow_db, served_emulator, tmp_path):
     export_hash = finished_export("22")
     dag = download_dag("cex_file_url_dest", export_hash, f"file://{tmp_path}/out/report.pdf", durable=True)
     dag_run = run_dag(dag, logical_date=LOGICAL_DATE)
@@ -99,12 +104,12 @@ def test_file_url_destination_is_written_atomically_and_durably(airflow_db, conn
     assert dag_run.state == "success"
     assert (
         hashlib.sha256((tmp_path / "out" / "report.pdf").read_bytes()).hexdigest()
-        == connection.artifact_sha256
+        == served_emulator.artifact_sha256
     )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.pdf"]  # no temp file left
 
 
-def test_a_failing_upload_leaves_nothing_at_the_destination(airflow_db, connection, task_log):
+def test_a_failing_upload_leaves_nothing_at_the_destination(airflow_db, served_emulator, task_log):
     flaky = attach_object_store("flaky").fs
     export_hash = finished_export("23")
     dag_run = run_dag(
@@ -117,11 +122,11 @@ def test_a_failing_upload_leaves_nothing_at_the_destination(airflow_db, connecti
 
 
 def test_existing_object_with_overwrite_false_fails_without_downloading(
-    airflow_db, connection, object_stores
+    airflow_db, served_emulator, object_stores
 ):
     object_stores.pipe("/bucket/keep/report.pdf", b"previous")
     export_hash = finished_export("24")
-    connection.reset_counters()
+    served_emulator.reset_counters()
     dag = download_dag(
         "cex_memory_no_overwrite", export_hash, "memory://bucket/keep/report.pdf", overwrite=False
     )
@@ -129,10 +134,10 @@ def test_existing_object_with_overwrite_false_fails_without_downloading(
 
     assert task_states(dag_run)["download_export"] == ("failed", 1)
     assert object_stores.cat("/bucket/keep/report.pdf") == b"previous"
-    assert connection.counts["download_export"] == 0
+    assert served_emulator.counts["download_export"] == 0
 
 
-def test_asset_event_carries_size_and_sha256(airflow_db, connection, tmp_path):
+def test_asset_event_carries_size_and_sha256(airflow_db, served_emulator, tmp_path):
     uri = "file:///exports/confluence/space.pdf"
     export_hash = finished_export("25")
     dag = download_dag("cex_asset_dest", export_hash, str(tmp_path / "space.pdf"), outlets=[Asset(uri)])
@@ -140,5 +145,5 @@ def test_asset_event_carries_size_and_sha256(airflow_db, connection, tmp_path):
 
     assert dag_run.state == "success"
     extras = asset_event_extras(uri)
-    assert extras and extras[-1]["sha256"] == connection.artifact_sha256
-    assert extras[-1]["size_bytes"] == connection.artifact_size
+    assert extras and extras[-1]["sha256"] == served_emulator.artifact_sha256
+    assert extras[-1]["size_bytes"] == served_emulator.artifact_size

@@ -246,7 +246,7 @@ def _message_problem(text: str) -> str | None:
 
 
 def _name_problem(folder: Path, path: Path) -> str | None:
-    from airflow_provider_cex.protocol import MAX_FILENAME_BYTES
+    from airflow_provider_cex.files import MAX_FILENAME_BYTES
 
     name = path.name
     if path.parent.resolve() != folder.resolve():
@@ -266,11 +266,12 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
     """Arm one fault, run start -> poll -> download through the hook, classify the outcome."""
     if endpoint == TRIGGER:
         return one_trigger_run(emu, foreign, name, arm, seed)
+    from airflow_provider_cex.core import RetryPolicy
     from airflow_provider_cex.exceptions import ContentExporterError, ContentExporterTransientError
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-    from airflow_provider_cex.protocol import RetryPolicy
 
     rng = random.Random(f"{name}/{endpoint}/{seed}")
+    retries: list[Any] = []  # RetryEvents: retried calls and resumed downloads
     exports_before = _reset(emu, foreign)
     folder = Path(tempfile.mkdtemp(prefix="cex-matrix-"))
     started = time.monotonic()
@@ -280,7 +281,8 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
     with captured_output() as (logs, printed):
         try:
             hook = ContentExporterHook(
-                retry_policy=RetryPolicy(max_retries=4, backoff_base=0.2, backoff_max=2.0, retry_after_cap=5)
+                retry_policy=RetryPolicy(max_retries=4, backoff_base=0.2, backoff_max=2.0, retry_after_cap=5),
+                on_retry=retries.append,
             )
             with hook:
                 if arm_at == START:
@@ -335,15 +337,18 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
     if elapsed > RUN_LIMIT_S + GRACE_S:
         outcome = Outcome("bad", f"took {elapsed:.0f} s")
     text = "\n".join(logs.lines) + printed.getvalue()
-    return _finish(emu, foreign, (name, endpoint), outcome, exports_before, text, elapsed)
+    return _finish(emu, foreign, (name, endpoint), outcome, exports_before, text, elapsed, len(retries))
 
 
 def _reset(emu: Any, foreign: Any) -> int:
-    """Clear both emulators for a run; returns the number of exports started so far."""
-    for server in (emu, foreign):
-        server.clear_faults()
-        server.clear_failing_pages()
-        server.reset_counters()
+    """Disarm both emulators and zero their counters for a run; returns the number of exports started so far.
+
+    ``reset()`` keeps the exports (so a run's new ones can be counted) but drops the foreign source too, so
+    the second origin is pointed at ``emu``'s artifact again.
+    """
+    emu.reset()
+    foreign.reset()
+    foreign.accept_foreign_downloads(emu)
     return len(emu.exports)
 
 
@@ -355,10 +360,14 @@ def _finish(
     exports_before: int,
     text: str,
     elapsed: float,
+    retries: int,
 ) -> Outcome:
-    """Disarm the emulator and apply the checks every run shares; ``text`` is all the run logged."""
-    emu.chaos_schedule(None)
-    emu.clear_faults()
+    """Disarm the emulator and apply the checks every run shares; ``text`` is all the run logged.
+
+    ``retries`` is the number of RetryEvents the hooks reported through ``on_retry`` (a trigger's
+    next poll after an outage is a poll, not a retry).
+    """
+    emu.clear_faults()  # not reset(): the counts below are this run's
     emu.wait_listening()
     started_exports = len(emu.exports) - exports_before
     if started_exports > 1:
@@ -369,8 +378,7 @@ def _finish(
         outcome = Outcome("bad", "the key was sent to another origin")
     if outcome.kind != "success" and cell in MUST_SUCCEED:
         outcome = Outcome("bad", f"must succeed, ended {outcome.kind}: {outcome.detail}")
-    markers = ("Retry ", " broke (", "will check again")
-    outcome.retries = sum(1 for line in text.splitlines() if any(m in line for m in markers))
+    outcome.retries = retries
     outcome.requests = sum(emu.counts.values())
     outcome.seconds = elapsed
     return outcome
@@ -389,7 +397,14 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
     import asyncio
 
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+    from airflow_provider_cex.hooks.content_exporter_async import ContentExporterAsyncHook
     from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
+
+    retries: list[Any] = []
+
+    class CountingTrigger(ContentExporterExportTrigger):
+        def _hook(self) -> ContentExporterAsyncHook:
+            return ContentExporterAsyncHook(self.content_exporter_conn_id, on_retry=retries.append)
 
     rng = random.Random(f"{name}/{TRIGGER}/{seed}")
     exports_before = _reset(emu, foreign)
@@ -397,7 +412,7 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
     events: list[dict[str, Any]] = []
     outcome = Outcome("bad", "did not finish")
 
-    async def collect(trigger: ContentExporterExportTrigger) -> None:
+    async def collect(trigger: CountingTrigger) -> None:
         async for event in trigger.run():
             events.append(event.payload)
 
@@ -408,7 +423,7 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
                     PAGE_ID, {"pageSettings": {"size": "A4", "orientation": "PORTRAIT"}}
                 )
             arm(emu, foreign, rng)
-            trigger = ContentExporterExportTrigger(
+            trigger = CountingTrigger(
                 export_hash=export_hash, end_time=time.time() + TRIGGER_LIMIT_S, poll_interval=0.1
             )
             asyncio.run(asyncio.wait_for(collect(trigger), TRIGGER_LIMIT_S + GRACE_S))
@@ -433,7 +448,7 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
             outcome = Outcome("bad", f"unexpected {type(err).__name__} from the trigger: {str(err)[:100]}")
     elapsed = time.monotonic() - started
     text = "\n".join(logs.lines) + printed.getvalue() + repr(events)
-    return _finish(emu, foreign, (name, TRIGGER), outcome, exports_before, text, elapsed)
+    return _finish(emu, foreign, (name, TRIGGER), outcome, exports_before, text, elapsed, len(retries))
 
 
 def _first_line(text: str) -> str:

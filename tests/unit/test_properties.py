@@ -10,16 +10,14 @@ from email.utils import formatdate
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_cex.core import RetryPolicy, parse_retry_after
 from airflow_provider_cex.exceptions import ContentExporterProtocolError
+from airflow_provider_cex.files import filename_from_content_disposition, sanitize_filename
 from airflow_provider_cex.protocol import (
     ENDPOINTS,
-    RetryPolicy,
-    filename_from_content_disposition,
     parse_export_hash,
     parse_progress,
-    parse_retry_after,
     render_endpoint,
-    sanitize_filename,
     snippet,
     validate_export_hash,
 )

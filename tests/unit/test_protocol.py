@@ -11,29 +11,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_cex.core import (
+    Call,
+    RetryPolicy,
+    error_for_status,
+    is_retryable_status,
+    parse_retry_after,
+)
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterError,
     ContentExporterProtocolError,
 )
+from airflow_provider_cex.files import default_filename, filename_from_content_disposition, sanitize_filename
 from airflow_provider_cex.protocol import (
     EU_APPLICATION_URL,
     US_APPLICATION_URL,
-    Call,
-    RetryPolicy,
     build_start_body,
-    default_filename,
-    error_for_status,
-    filename_from_content_disposition,
-    is_retryable_status,
     parse_endpoints,
     parse_export_hash,
     parse_progress,
-    parse_retry_after,
     parse_timeout,
     render_endpoint,
     resolve_base_url,
-    sanitize_filename,
     settings_from_connection,
     snippet,
     validate_export_hash,

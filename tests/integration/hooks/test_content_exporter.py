@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterNotFoundError,
@@ -18,7 +19,6 @@ from airflow_provider_cex.exceptions import (
     ContentExporterTransientError,
 )
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-from airflow_provider_cex.protocol import RetryPolicy
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 
 FAST_RETRIES = RetryPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.05, retry_after_cap=5)
@@ -44,8 +44,8 @@ def leftovers(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- the happy path
 
 
-def test_round_trip_exports_a_page_to_a_byte_identical_file(connection, tmp_path):
-    emu = connection
+def test_round_trip_exports_a_page_to_a_byte_identical_file(served_emulator, tmp_path):
+    emu = served_emulator
     with make_hook() as hook:
         export_hash = hook.start_export("424242", {"pageSettings": {"size": "A4", "orientation": "PORTRAIT"}})
         progress = wait_until_done(hook, export_hash)
@@ -62,7 +62,7 @@ def test_round_trip_exports_a_page_to_a_byte_identical_file(connection, tmp_path
     assert leftovers(tmp_path / "out") == ["report.pdf"]
 
 
-def test_folder_destination_keeps_the_servers_file_name_and_creates_folders(connection, tmp_path):
+def test_folder_destination_keeps_the_servers_file_name_and_creates_folders(served_emulator, tmp_path):
     with make_hook() as hook:
         export_hash = hook.start_export(77)
         wait_until_done(hook, export_hash)
@@ -71,8 +71,8 @@ def test_folder_destination_keeps_the_servers_file_name_and_creates_folders(conn
     assert result.filename == "page-77.pdf" and Path(result.path).is_file()
 
 
-def test_progress_climbs_while_the_export_runs(connection):
-    connection.export_seconds = 1.0
+def test_progress_climbs_while_the_export_runs(served_emulator):
+    served_emulator.export_seconds = 1.0
     with make_hook() as hook:
         export_hash = hook.start_export("1")
         first = hook.get_export_progress(export_hash)
@@ -93,24 +93,24 @@ def test_rejected_key_fails_at_once_with_advice_and_without_the_key(emulator, mo
     assert emulator.counts["start_export"] == 1  # no retries
 
 
-def test_unknown_hash_is_not_found_without_retries(connection):
+def test_unknown_hash_is_not_found_without_retries(served_emulator):
     expected = r"unknown or has expired.*start a new export"
     with make_hook() as hook, pytest.raises(ContentExporterNotFoundError, match=expected):
         hook.get_export_progress("deadbeef")
     # One attempt with the key (no retries), then one without it that tells an unknown hash from a wrong path.
-    asked = [(r.had_api_key, r.status) for r in connection.requests if r.endpoint == "export_progress"]
+    asked = [(r.had_api_key, r.status) for r in served_emulator.requests if r.endpoint == "export_progress"]
     assert asked == [(True, 404), (False, 401)]
 
 
-def test_failed_export_is_reported_with_the_servers_message(connection):
-    connection.fail_pages(["666"], message="Page tree too large to render")
+def test_failed_export_is_reported_with_the_servers_message(served_emulator):
+    served_emulator.fail_pages(["666"], message="Page tree too large to render")
     with make_hook() as hook:
         progress = wait_until_done(hook, hook.start_export("666"))
     assert progress.is_failed and not progress.is_complete
     assert progress.message == "Page tree too large to render"
 
 
-def test_bad_input_fails_before_any_http_call(connection, tmp_path):
+def test_bad_input_fails_before_any_http_call(served_emulator, tmp_path):
     with make_hook() as hook:
         for bad in ("", "12a", "../1"):
             with pytest.raises(ValueError, match="page_id"):
@@ -119,51 +119,51 @@ def test_bad_input_fails_before_any_http_call(connection, tmp_path):
             hook.start_export("1", ["not", "a", "dict"])  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="export_hash"):
             hook.get_export_progress(" ")
-    assert sum(connection.counts.values()) == 0
+    assert sum(served_emulator.counts.values()) == 0
 
 
 # --------------------------------------------------------------------------- retries
 
 
-def test_rate_limited_progress_is_retried_honouring_retry_after(connection):
-    connection.inject("export_progress", status=429, times=2, retry_after="1")
+def test_rate_limited_progress_is_retried_honouring_retry_after(served_emulator):
+    served_emulator.inject("export_progress", status=429, times=2, retry_after="1")
     with make_hook() as hook:
         export_hash = hook.start_export("5")
         started = time.monotonic()
         hook.get_export_progress(export_hash)
         elapsed = time.monotonic() - started
-    assert connection.counts["export_progress"] == 3
+    assert served_emulator.counts["export_progress"] == 3
     assert elapsed >= 2.0  # slept the two Retry-After: 1 answers
 
 
-def test_start_is_retried_after_503_and_starts_exactly_one_export(connection):
-    connection.inject("start_export", status=503, times=2)
+def test_start_is_retried_after_503_and_starts_exactly_one_export(served_emulator):
+    served_emulator.inject("start_export", status=503, times=2)
     with make_hook() as hook:
         hook.start_export("5")
-    assert connection.counts["start_export"] == 3
-    assert len(connection.exports) == 1
+    assert served_emulator.counts["start_export"] == 3
+    assert len(served_emulator.exports) == 1
 
 
-def test_start_is_not_repeated_after_a_500_that_may_have_been_processed(connection):
-    connection.inject("start_export", status=500, times=1)
+def test_start_is_not_repeated_after_a_500_that_may_have_been_processed(served_emulator):
+    served_emulator.inject("start_export", status=500, times=1)
     with make_hook() as hook, pytest.raises(ContentExporterStartUncertainError, match="not repeated"):
         hook.start_export("5")
-    assert connection.counts["start_export"] == 1
+    assert served_emulator.counts["start_export"] == 1
 
 
-def test_outage_longer_than_the_budget_gives_up_as_transient(connection):
-    connection.outage("export_progress", seconds=30, status=502)
+def test_outage_longer_than_the_budget_gives_up_as_transient(served_emulator):
+    served_emulator.outage("export_progress", seconds=30, status=502)
     with make_hook() as hook, pytest.raises(ContentExporterTransientError, match="after 4 attempts"):
         hook.get_export_progress("abc")
-    assert connection.counts["export_progress"] == 4
+    assert served_emulator.counts["export_progress"] == 4
 
 
-def test_an_hour_long_retry_after_is_not_slept_through(connection):
-    connection.inject("export_progress", status=429, times=1, retry_after="3600")
+def test_an_hour_long_retry_after_is_not_slept_through(served_emulator):
+    served_emulator.inject("export_progress", status=429, times=1, retry_after="3600")
     started = time.monotonic()
     with make_hook() as hook, pytest.raises(ContentExporterTransientError, match="3600 s"):
         hook.get_export_progress("abc")
-    assert time.monotonic() - started < 2 and connection.counts["export_progress"] == 1
+    assert time.monotonic() - started < 2 and served_emulator.counts["export_progress"] == 1
 
 
 def test_connection_refused_is_retried_then_reported(monkeypatch):
@@ -171,21 +171,21 @@ def test_connection_refused_is_retried_then_reported(monkeypatch):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv(CONN_ENV, connection_json(f"http://127.0.0.1:{port}"))
-    hook = make_hook()
     waits: list[float] = []
-    hook._sleep = waits.append
+    retries: list[int] = []
+    hook = make_hook(sleep=waits.append, on_retry=lambda event: retries.append(event.retry))
     with pytest.raises(ContentExporterTransientError, match="connection refused"):
         hook.start_export("1")  # safe to retry even a POST: nothing reached a server
-    assert len(waits) == 3
+    assert len(waits) == 3 and retries == [1, 2, 3]
 
 
 # --------------------------------------------------------------------------- key handling
 
 
-def test_key_goes_to_the_application_origin_only_not_across_a_redirect(connection, tmp_path):
+def test_key_goes_to_the_application_origin_only_not_across_a_redirect(served_emulator, tmp_path):
     from airflow_provider_cex.emulator import run_emulator
 
-    emu = connection
+    emu = served_emulator
     with run_emulator(api_key="other-origin-key-000000000000000000000000") as storage:
         storage.accept_foreign_downloads(emu)
         emu.redirect_downloads_to(storage.base_url)
@@ -198,17 +198,17 @@ def test_key_goes_to_the_application_origin_only_not_across_a_redirect(connectio
     assert all(r.had_api_key for r in emu.requests)
 
 
-def test_key_is_masked_by_airflows_secret_masker(connection):
+def test_key_is_masked_by_airflows_secret_masker(served_emulator):
     from airflow.providers.common.compat.sdk import redact
 
     make_hook().settings  # noqa: B018 - reading the connection registers the key
     assert API_KEY not in str(redact(f"header CEX-API-KEY: {API_KEY}"))
 
 
-def test_key_never_appears_in_logs_or_errors_across_failures(connection, caplog, tmp_path):
+def test_key_never_appears_in_logs_or_errors_across_failures(served_emulator, caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
-    connection.inject("export_progress", status=503, times=1)
-    connection.fail_pages(["13"])
+    served_emulator.inject("export_progress", status=503, times=1)
+    served_emulator.fail_pages(["13"])
     messages = []
     with make_hook() as hook:
         wait_until_done(hook, hook.start_export("13"))
@@ -225,8 +225,8 @@ def test_key_never_appears_in_logs_or_errors_across_failures(connection, caplog,
 # --------------------------------------------------------------------------- downloads
 
 
-def test_a_download_cut_short_once_is_restarted_and_complete(connection, tmp_path):
-    emu = connection
+def test_a_download_cut_short_once_is_restarted_and_complete(served_emulator, tmp_path):
+    emu = served_emulator
     with make_hook() as hook:
         export_hash = hook.start_export("3")
         wait_until_done(hook, export_hash)
@@ -236,8 +236,8 @@ def test_a_download_cut_short_once_is_restarted_and_complete(connection, tmp_pat
     assert leftovers(tmp_path) == ["a.pdf"]
 
 
-def test_a_download_that_keeps_failing_leaves_nothing_behind(connection, tmp_path):
-    emu = connection
+def test_a_download_that_keeps_failing_leaves_nothing_behind(served_emulator, tmp_path):
+    emu = served_emulator
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep.txt").write_text("unrelated")
@@ -250,7 +250,7 @@ def test_a_download_that_keeps_failing_leaves_nothing_behind(connection, tmp_pat
     assert leftovers(target) == ["keep.txt"]
 
 
-def test_overwrite_false_refuses_an_existing_file_without_downloading(connection, tmp_path):
+def test_overwrite_false_refuses_an_existing_file_without_downloading(served_emulator, tmp_path):
     existing = tmp_path / "a.pdf"
     existing.write_bytes(b"previous run")
     with make_hook() as hook:
@@ -258,21 +258,21 @@ def test_overwrite_false_refuses_an_existing_file_without_downloading(connection
         with pytest.raises(FileExistsError, match="overwrite"):
             hook.download_export(export_hash, existing, overwrite=False)
     assert existing.read_bytes() == b"previous run"
-    assert connection.counts["download_export"] == 0
+    assert served_emulator.counts["download_export"] == 0
 
 
-def test_overwrite_true_replaces_the_file(connection, tmp_path):
+def test_overwrite_true_replaces_the_file(served_emulator, tmp_path):
     existing = tmp_path / "a.pdf"
     existing.write_bytes(b"previous run")
     with make_hook() as hook:
         export_hash = hook.start_export("3")
         wait_until_done(hook, export_hash)
         hook.download_export(export_hash, existing)
-    assert hashlib.sha256(existing.read_bytes()).hexdigest() == connection.artifact_sha256
+    assert hashlib.sha256(existing.read_bytes()).hexdigest() == served_emulator.artifact_sha256
 
 
-def test_download_before_the_export_finished_says_to_wait(connection, tmp_path):
-    connection.export_seconds = 30
+def test_download_before_the_export_finished_says_to_wait(served_emulator, tmp_path):
+    served_emulator.export_seconds = 30
     with make_hook() as hook:
         export_hash = hook.start_export("3")
         with pytest.raises(Exception, match="progress reaches 100"):
@@ -294,7 +294,7 @@ def test_large_download_streams_in_chunks(emulator, monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- test_connection
 
 
-def test_test_connection_accepts_a_good_key(connection):
+def test_test_connection_accepts_a_good_key(served_emulator):
     ok, message = make_hook().test_connection()
     assert ok and "accepted" in message
 

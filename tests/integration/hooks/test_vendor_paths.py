@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.emulator import run_emulator
 from airflow_provider_cex.exceptions import ContentExporterNotFoundError
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-from airflow_provider_cex.protocol import RetryPolicy
 from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 
@@ -28,16 +28,18 @@ def make_hook() -> ContentExporterHook:
     return ContentExporterHook(retry_policy=FAST_RETRIES)
 
 
-def test_the_first_call_goes_to_the_documented_init_path(connection):
+def test_the_first_call_goes_to_the_documented_init_path(served_emulator):
     with make_hook() as hook:
         export_hash = hook.start_export("123456", {"pageSettings": {"size": "A4"}})
-    first = connection.requests[0]
+    first = served_emulator.requests[0]
     assert (first.method, first.path, first.status) == ("POST", "/api/remoteExport/123456/init", 200)
-    assert connection.exports[export_hash].body["rootContentId"] == "123456"
+    assert served_emulator.exports[export_hash].body["rootContentId"] == "123456"
 
 
-def test_a_wrong_start_path_is_reported_as_a_wrong_path_not_an_expired_export(connection, monkeypatch):
-    monkeypatch.setenv(CONN_ENV, connection_json(connection.base_url, endpoints={"start_export": OLD_START}))
+def test_a_wrong_start_path_is_reported_as_a_wrong_path_not_an_expired_export(served_emulator, monkeypatch):
+    monkeypatch.setenv(
+        CONN_ENV, connection_json(served_emulator.base_url, endpoints={"start_export": OLD_START})
+    )
     with make_hook() as hook, pytest.raises(ContentExporterNotFoundError) as err:
         hook.start_export("123456")
     message = str(err.value)
@@ -45,7 +47,7 @@ def test_a_wrong_start_path_is_reported_as_a_wrong_path_not_an_expired_export(co
     assert "/api/remoteExport/<PAGE_ID>/init" in message  # what the vendor documents
     assert "from the 'endpoints' extra" in message and "python -m airflow_provider_cex.openapi" in message
     assert "expired" not in message and API_KEY not in message
-    assert connection.exports == {}
+    assert served_emulator.exports == {}
 
 
 def test_default_paths_against_a_service_elsewhere_name_the_documented_default(monkeypatch):
@@ -59,11 +61,11 @@ def test_default_paths_against_a_service_elsewhere_name_the_documented_default(m
     assert "path is probably wrong" in str(err.value)
 
 
-def test_a_wrong_progress_path_right_after_a_start_blames_the_path_not_the_hash(connection, monkeypatch):
+def test_a_wrong_progress_path_right_after_a_start_blames_the_path_not_the_hash(served_emulator, monkeypatch):
     monkeypatch.setenv(
         CONN_ENV,
         connection_json(
-            connection.base_url, endpoints={"export_progress": "/api/remoteExport/{export_hash}"}
+            served_emulator.base_url, endpoints={"export_progress": "/api/remoteExport/{export_hash}"}
         ),
     )
     with make_hook() as hook:
@@ -91,10 +93,10 @@ def test_an_assumed_progress_path_is_labelled_assumed_when_it_fails(monkeypatch)
     assert "/api/remoteExport/{export_hash}/download" in str(download_err.value)
 
 
-def test_the_trigger_blames_a_wrong_progress_path_too(connection, monkeypatch):
+def test_the_trigger_blames_a_wrong_progress_path_too(served_emulator, monkeypatch):
     monkeypatch.setenv(
         CONN_ENV,
-        connection_json(connection.base_url, endpoints={"export_progress": "/nowhere/{export_hash}"}),
+        connection_json(served_emulator.base_url, endpoints={"export_progress": "/nowhere/{export_hash}"}),
     )
     with make_hook() as hook:
         export_hash = hook.start_export("77")
@@ -113,7 +115,7 @@ def test_the_trigger_blames_a_wrong_progress_path_too(connection, monkeypatch):
 # --------------------------------------------------------------------------- Test Connection
 
 
-def test_test_connection_with_the_right_paths_says_what_it_proved(connection):
+def test_test_connection_with_the_right_paths_says_what_it_proved(served_emulator):
     ok, message = make_hook().test_connection()
     assert ok, message
     assert "the API key was accepted" in message
@@ -122,7 +124,7 @@ def test_test_connection_with_the_right_paths_says_what_it_proved(connection):
     )
     assert "progress path /api/remoteExport/{export_hash}/progress (assumed default" in message
     assert "download path" in message and "cannot be checked" in message
-    assert connection.exports == {}  # probing started nothing
+    assert served_emulator.exports == {}  # probing started nothing
 
 
 def test_test_connection_with_paths_from_the_extra_says_so(monkeypatch):
@@ -145,8 +147,10 @@ def test_test_connection_fails_when_the_paths_are_wrong(monkeypatch):
     assert "accepted" not in message
 
 
-def test_test_connection_fails_when_only_the_start_path_is_wrong(connection, monkeypatch):
-    monkeypatch.setenv(CONN_ENV, connection_json(connection.base_url, endpoints={"start_export": OLD_START}))
+def test_test_connection_fails_when_only_the_start_path_is_wrong(served_emulator, monkeypatch):
+    monkeypatch.setenv(
+        CONN_ENV, connection_json(served_emulator.base_url, endpoints={"start_export": OLD_START})
+    )
     ok, message = make_hook().test_connection()
     assert not ok, message
     assert "start-export path /api/remote/export/{page_id} (from the 'endpoints' extra)" in message

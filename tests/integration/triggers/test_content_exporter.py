@@ -42,7 +42,7 @@ def test_serialize_round_trips():
     }
 
 
-def test_fires_success_once_when_the_export_completes(connection):
+def test_fires_success_once_when_the_export_completes(served_emulator):
     export_hash = start_export()
     events = run_trigger(
         ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
@@ -50,8 +50,8 @@ def test_fires_success_once_when_the_export_completes(connection):
     assert events == [{"status": "success", "export_hash": export_hash, "progress": 100.0}]
 
 
-def test_fires_failed_with_the_servers_message(connection):
-    connection.fail_pages(["9"], message="Macro rendering failed")
+def test_fires_failed_with_the_servers_message(served_emulator):
+    served_emulator.fail_pages(["9"], message="Macro rendering failed")
     export_hash = start_export("9")
     events = run_trigger(
         ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
@@ -60,8 +60,8 @@ def test_fires_failed_with_the_servers_message(connection):
     assert events[0]["message"] == "Macro rendering failed"
 
 
-def test_fires_timeout_at_the_deadline(connection):
-    connection.export_seconds = 3600
+def test_fires_timeout_at_the_deadline(served_emulator):
+    served_emulator.export_seconds = 3600
     export_hash = start_export()
     started = time.monotonic()
     events = run_trigger(
@@ -71,8 +71,8 @@ def test_fires_timeout_at_the_deadline(connection):
     assert 0.9 <= time.monotonic() - started < 3
 
 
-def test_deadline_survives_a_triggerer_restart(connection):
-    connection.export_seconds = 3600
+def test_deadline_survives_a_triggerer_restart(served_emulator):
+    served_emulator.export_seconds = 3600
     export_hash = start_export()
     first = ContentExporterExportTrigger(export_hash, end_time=time.time() + 1.5, poll_interval=0.2)
     _classpath, kwargs = first.serialize()
@@ -83,20 +83,20 @@ def test_deadline_survives_a_triggerer_restart(connection):
     assert time.monotonic() - started < 1.2  # the remaining 0.5 s, not a fresh 1.5 s
 
 
-def test_rate_limits_and_503_are_retried_inside_run(connection):
+def test_rate_limits_and_503_are_retried_inside_run(served_emulator):
     export_hash = start_export()
-    connection.inject("export_progress", status=429, times=1, retry_after="0")
-    connection.inject("export_progress", status=503, times=1, retry_after="0")
+    served_emulator.inject("export_progress", status=429, times=1, retry_after="0")
+    served_emulator.inject("export_progress", status=503, times=1, retry_after="0")
     events = run_trigger(
         ContentExporterExportTrigger(export_hash, end_time=time.time() + 30, poll_interval=0.1)
     )
     assert [e["status"] for e in events] == ["success"]
-    assert connection.counts["export_progress"] >= 3
+    assert served_emulator.counts["export_progress"] >= 3
 
 
-def test_outage_past_the_deadline_fires_error(connection):
+def test_outage_past_the_deadline_fires_error(served_emulator):
     export_hash = start_export()
-    connection.outage("export_progress", seconds=60, status=503, retry_after="0")
+    served_emulator.outage("export_progress", seconds=60, status=503, retry_after="0")
     events = run_trigger(
         ContentExporterExportTrigger(export_hash, end_time=time.time() + 0.5, poll_interval=0.1)
     )
@@ -104,18 +104,18 @@ def test_outage_past_the_deadline_fires_error(connection):
     assert "HTTP 503" in events[0]["message"] and API_KEY not in events[0]["message"]
 
 
-def test_unknown_hash_fires_error_at_once(connection):
+def test_unknown_hash_fires_error_at_once(served_emulator):
     events = run_trigger(
         ContentExporterExportTrigger("nosuchhash", end_time=time.time() + 30, poll_interval=0.1)
     )
     assert [e["status"] for e in events] == ["error"] and "404" in events[0]["message"]
     # One attempt with the key (no retries), then one without it that tells an unknown hash from a wrong path.
-    asked = [(r.had_api_key, r.status) for r in connection.requests if r.endpoint == "export_progress"]
+    asked = [(r.had_api_key, r.status) for r in served_emulator.requests if r.endpoint == "export_progress"]
     assert asked == [(True, 404), (False, 401)]
 
 
-def test_run_never_blocks_the_event_loop(connection, caplog, monkeypatch):
-    connection.export_seconds = 0.5
+def test_run_never_blocks_the_event_loop(served_emulator, caplog, monkeypatch):
+    served_emulator.export_seconds = 0.5
     export_hash = start_export()
     import threading
 
@@ -153,8 +153,8 @@ def test_run_never_blocks_the_event_loop(connection, caplog, monkeypatch):
     assert slow == []
 
 
-def test_cancellation_exits_promptly_and_closes_the_session(connection, monkeypatch):
-    connection.export_seconds = 3600
+def test_cancellation_exits_promptly_and_closes_the_session(served_emulator, monkeypatch):
+    served_emulator.export_seconds = 3600
     export_hash = start_export()
     closed: list[bool] = []
     original_close = ContentExporterAsyncHook.close
@@ -178,14 +178,14 @@ def test_cancellation_exits_promptly_and_closes_the_session(connection, monkeypa
 
     assert asyncio.run(main()) < 0.5
     assert closed == [True]
-    assert connection.counts["export_progress"] == 1
+    assert served_emulator.counts["export_progress"] == 1
 
 
-def test_concurrent_triggers_share_one_connection_lookup(connection, monkeypatch):
+def test_concurrent_triggers_share_one_connection_lookup(served_emulator, monkeypatch):
     """1,000 triggers of one triggerer must not read the same connection (a secrets backend) 1,000 times."""
-    import airflow_provider_cex.hooks.content_exporter as module
+    import airflow_provider_cex.hooks.content_exporter_async as module
 
-    connection.export_seconds = 0
+    served_emulator.export_seconds = 0
     hashes = [start_export(str(page)) for page in range(1, 21)]
     lookups: list[str] = []
     real_lookup = module._lookup_settings
@@ -209,13 +209,13 @@ def test_concurrent_triggers_share_one_connection_lookup(connection, monkeypatch
     assert asyncio.run(main()) and lookups == ["content_exporter_default"]  # still fresh: no new lookup
 
 
-def test_a_changed_connection_reaches_triggers_started_after_the_cache_expired(connection, monkeypatch):
-    import airflow_provider_cex.hooks.content_exporter as module
+def test_a_changed_connection_reaches_triggers_started_after_the_cache_expired(served_emulator, monkeypatch):
     from airflow_provider_cex.emulator import run_emulator
+    from airflow_provider_cex.hooks.content_exporter_async import SETTINGS_CACHE
     from tests.conftest import CONN_ENV, connection_json
 
-    connection.export_seconds = 0
-    monkeypatch.setattr(module._SETTINGS_CACHE, "ttl", 0.2)
+    served_emulator.export_seconds = 0
+    monkeypatch.setattr(SETTINGS_CACHE, "ttl", 0.2)
     with run_emulator(api_key=API_KEY, export_seconds=0) as moved:
         with ContentExporterHook() as hook:
             first = hook.start_export("1")
@@ -231,8 +231,8 @@ def test_a_changed_connection_reaches_triggers_started_after_the_cache_expired(c
         assert moved.counts["export_progress"] >= 1
 
 
-def test_a_failed_connection_lookup_is_not_cached(connection, monkeypatch):
-    import airflow_provider_cex.hooks.content_exporter as module
+def test_a_failed_connection_lookup_is_not_cached(served_emulator, monkeypatch):
+    import airflow_provider_cex.hooks.content_exporter_async as module
 
     calls: list[int] = []
     real_lookup = module._lookup_settings

@@ -1,0 +1,267 @@
+"""ContentExporterAsyncHook: progress polling over aiohttp for triggers, on the same core as the sync hook.
+
+It makes the same decisions as the requests hook (retries, redirects, errors), from the same code;
+only sending, reading and sleeping differ. Everything is imported at the top, so no import runs on
+a triggerer's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from airflow.providers.common.compat.connection import get_async_connection
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_provider_cex import DEFAULT_CONN_ID
+from airflow_provider_cex.core import (
+    MAX_REDIRECTS,
+    MAX_SMALL_BODY,
+    Call,
+    Retries,
+    RetryableFailure,
+    RetryEvent,
+    RetryPolicy,
+    decode_progress,
+    default_headers,
+    failure_for_status,
+    key_header,
+    redirect,
+    route_exists,
+    should_probe_route,
+    tls_failure,
+    too_many_redirects,
+)
+from airflow_provider_cex.endpoints import EXPORT_PROGRESS
+from airflow_provider_cex.protocol import (
+    ConnectionSettings,
+    ExportProgress,
+    settings_from_connection,
+    validate_export_hash,
+)
+
+
+class ContentExporterAsyncHook(BaseHook):
+    """
+    Non-blocking twin of :class:`~airflow_provider_cex.hooks.content_exporter.ContentExporterHook` for
+    triggers: progress polling over aiohttp.
+
+    One ``aiohttp.ClientSession`` lives as long as the ``async with`` block (a trigger's whole
+    life), so a poll reuses a kept-alive connection instead of paying for a new session.
+
+    :param content_exporter_conn_id: Airflow connection id of type ``content_exporter``.
+    :param retry_policy: as for the sync hook.
+    :param rng: random source of the backoff jitter.
+    :param sleep: how to wait between attempts (default ``asyncio.sleep``).
+    :param on_retry: called with a :class:`~airflow_provider_cex.core.RetryEvent` before each wait.
+    """
+
+    def __init__(
+        self,
+        content_exporter_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.content_exporter_conn_id = content_exporter_conn_id
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.rng = rng or random.Random()
+        self.sleep = sleep or asyncio.sleep
+        self.on_retry = on_retry
+        self.settings: ConnectionSettings | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool = True
+        self._progress_urls: dict[str, str] = {}  # a trigger polls one hash: build its URL once
+
+    async def __aenter__(self) -> ContentExporterAsyncHook:
+        self.settings = await SETTINGS_CACHE.get(self.content_exporter_conn_id)
+        if isinstance(self.settings.verify, str):
+            self._ssl = ssl.create_default_context(cafile=self.settings.verify)
+        else:
+            self._ssl = self.settings.verify
+        self._session = aiohttp.ClientSession(
+            headers=default_headers(f"aiohttp/{aiohttp.__version__}"),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
+            ),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session (also on cancellation: ``async with`` runs this in ``finally``)."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def get_export_progress(self, export_hash: str) -> ExportProgress:
+        """Read the progress of an export, retrying transient failures as the sync hook does."""
+        if self.settings is None or self._session is None:
+            raise RuntimeError("use ContentExporterAsyncHook in 'async with'")
+        url = self._progress_urls.get(export_hash)
+        if url is None:
+            export_hash = validate_export_hash(export_hash)
+            url = self._progress_urls[export_hash] = self.settings.url(EXPORT_PROGRESS, export_hash)
+        call = Call(EXPORT_PROGRESS, export_hash)
+        retries = Retries(
+            call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
+        )
+        while True:
+            try:
+                raw = await self._get_small(url, call)
+                break
+            except RetryableFailure as failure:
+                event = retries.wait_after(failure)
+                self.log.warning(
+                    "Could not %s: %s. Retry %d of %d in %.1f s.",
+                    call,
+                    failure.reason,
+                    event.retry,
+                    event.max_retries,
+                    event.wait,
+                )
+                await self.sleep(event.wait)
+        return decode_progress(export_hash, raw, self.settings.api_key)
+
+    async def _get_small(self, url: str, call: Call) -> bytes:
+        """One GET attempt, redirects followed by hand (the key goes to the application origin only)."""
+        assert self.settings is not None and self._session is not None
+        settings, session = self.settings, self._session
+        send_key = True  # the first URL is built from the application URL
+        try:
+            for _hop in range(MAX_REDIRECTS + 1):
+                headers = key_header(settings, url) if send_key else {}
+                async with session.get(url, headers=headers, allow_redirects=False, ssl=self._ssl) as resp:
+                    hop = redirect("GET", url, resp.status, resp.headers.get("Location"), settings)
+                    if hop is not None:
+                        if not hop.send_key:
+                            self.log.info(
+                                "Following redirect to %s (without the API key)", hop.url.split("/")[2]
+                            )
+                        url, send_key = hop.url, hop.send_key
+                        continue
+                    body = await _read_capped(resp, MAX_SMALL_BODY)
+                    status, retry_after = resp.status, resp.headers.get("Retry-After")
+                if 200 <= status < 300:
+                    return body
+                probe = should_probe_route(status, url, settings)
+                raise failure_for_status(
+                    status,
+                    call,
+                    settings,
+                    url=url,
+                    body=body,
+                    retry_after=retry_after,
+                    route_exists=route_exists(await self._keyless_status(url)) if probe else None,
+                )
+        except aiohttp.ClientSSLError:
+            raise tls_failure(call, settings) from None
+        except aiohttp.ClientConnectorError:
+            raise RetryableFailure("connection refused or host unreachable") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise RetryableFailure(_describe_error(err)) from None
+        raise too_many_redirects(url)
+
+    async def _keyless_status(self, url: str) -> int | None:
+        """The status of a GET of ``url`` without the key (to explain a 404); None if it fails."""
+        assert self._session is not None
+        try:
+            async with self._session.get(url, allow_redirects=False, ssl=self._ssl) as resp:
+                return resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body (one read when the length is known and small)."""
+    if resp.content_length is not None and resp.content_length <= limit:
+        return await resp.read()
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body)
+
+
+def _describe_error(err: BaseException) -> str:
+    if isinstance(err, asyncio.TimeoutError):
+        return "the server did not answer in time (read timeout)"
+    return f"the connection broke ({type(err).__name__})"
+
+
+async def _lookup_settings(conn_id: str) -> ConnectionSettings:
+    """Read the connection without blocking the event loop and turn it into settings."""
+    conn = await get_async_connection(conn_id)
+    # Airflow >= 3.3.2 masks extras asynchronously; the sync property would block the loop there.
+    extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
+    return settings_from_connection(conn_id, conn.host, conn.password, conn.port, extra or {})
+
+
+class SettingsCache:
+    """Connection settings shared by the triggers of one process for ``ttl`` seconds, looked up once.
+
+    A triggerer running 1,000 deferred exports would otherwise read the same connection 1,000 times
+    in a burst: 1,000 secrets-backend calls (Vault, AWS Secrets Manager: latency, rate limits, cost)
+    and ~0.6 ms of CPU each (benchmarks/trigger_scale.py). Concurrent lookups of one connection on
+    one event loop share a single call. A changed connection (e.g. a rotated key) reaches triggers
+    started ``ttl`` seconds later; a running trigger keeps the settings it started with.
+    A failed lookup is not cached.
+    """
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, ConnectionSettings]] = {}
+        self._inflight: dict[tuple[int, str], Any] = {}  # (id(loop), conn_id) -> asyncio.Task
+
+    async def get(self, conn_id: str) -> ConnectionSettings:
+        while True:
+            entry = self._entries.get(conn_id)
+            if entry is not None and entry[0] > time.monotonic():
+                return entry[1]
+            loop = asyncio.get_running_loop()
+            key = (id(loop), conn_id)
+            task = self._inflight.get(key)
+            if task is None:
+                task = loop.create_task(self._fetch(conn_id))
+                self._inflight[key] = task
+                task.add_done_callback(functools.partial(self._forget, key))
+            try:
+                # Shielded: one trigger cancelled while waiting must not cancel the others' lookup.
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled() and not _current_task_cancelling():
+                    continue  # the lookup itself was cancelled (its loop is closing): try again
+                raise
+
+    def _forget(self, key: tuple[int, str], _task: Any) -> None:
+        self._inflight.pop(key, None)
+
+    async def _fetch(self, conn_id: str) -> ConnectionSettings:
+        settings = await _lookup_settings(conn_id)
+        self._entries[conn_id] = (time.monotonic() + self.ttl, settings)
+        return settings
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+#: Connection settings shared by the triggers of this process (``SETTINGS_CACHE.clear()`` forgets them).
+SETTINGS_CACHE = SettingsCache()
