@@ -11,6 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -125,7 +126,7 @@ class ConnectionSettings:
     def __repr__(self) -> str:  # never show the key, even by accident
         return f"ConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r})"
 
-    @property
+    @cached_property  # every request compares against it: parse the URL once
     def origin(self) -> tuple[str, str, int]:
         return origin_of(self.base_url)
 

@@ -81,10 +81,14 @@ class ContentExporterAsyncHook(BaseHook):
         self.settings: ConnectionSettings | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool = True
-        self._progress_urls: dict[str, str] = {}  # a trigger polls one hash: build its URL once
+        self._calls: dict[str, tuple[str, Call]] = {}  # a trigger polls one hash: build its URL once
+        self._key_header: dict[
+            str, str
+        ] = {}  # for the first hop, whose URL is built from the application URL
 
     async def __aenter__(self) -> ContentExporterAsyncHook:
         self.settings = await SETTINGS_CACHE.get(self.content_exporter_conn_id)
+        self._key_header = key_header(self.settings, self.settings.base_url)
         if isinstance(self.settings.verify, str):
             self._ssl = ssl.create_default_context(cafile=self.settings.verify)
         else:
@@ -110,19 +114,21 @@ class ContentExporterAsyncHook(BaseHook):
         """Read the progress of an export, retrying transient failures as the sync hook does."""
         if self.settings is None or self._session is None:
             raise RuntimeError("use ContentExporterAsyncHook in 'async with'")
-        url = self._progress_urls.get(export_hash)
-        if url is None:
+        known = self._calls.get(export_hash)
+        if known is None:
             export_hash = validate_export_hash(export_hash)
-            url = self._progress_urls[export_hash] = self.settings.url(EXPORT_PROGRESS, export_hash)
-        call = Call(EXPORT_PROGRESS, export_hash)
-        retries = Retries(
-            call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
-        )
+            url = self.settings.url(EXPORT_PROGRESS, export_hash)
+            known = self._calls[export_hash] = (url, Call(EXPORT_PROGRESS, export_hash))
+        url, call = known
+        retries: Retries | None = None  # made on the first failure: most polls need none
         while True:
             try:
                 raw = await self._get_small(url, call)
                 break
             except RetryableFailure as failure:
+                retries = retries or Retries(
+                    call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
+                )
                 event = retries.wait_after(failure)
                 self.log.warning(
                     "Could not %s: %s. Retry %d of %d in %.1f s.",
@@ -139,10 +145,13 @@ class ContentExporterAsyncHook(BaseHook):
         """One GET attempt, redirects followed by hand (the key goes to the application origin only)."""
         assert self.settings is not None and self._session is not None
         settings, session = self.settings, self._session
-        send_key = True  # the first URL is built from the application URL
+        send_key = True
         try:
-            for _hop in range(MAX_REDIRECTS + 1):
-                headers = key_header(settings, url) if send_key else {}
+            for hop_number in range(MAX_REDIRECTS + 1):
+                if hop_number == 0:
+                    headers = self._key_header  # the first URL is built from the application URL
+                else:
+                    headers = key_header(settings, url) if send_key else {}
                 async with session.get(url, headers=headers, allow_redirects=False, ssl=self._ssl) as resp:
                     hop = redirect("GET", url, resp.status, resp.headers.get("Location"), settings)
                     if hop is not None:
