@@ -12,7 +12,7 @@ import functools
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -211,7 +211,7 @@ def _describe_error(err: BaseException) -> str:
     return f"the connection broke ({type(err).__name__})"
 
 
-async def _lookup_settings(conn_id: str) -> ConnectionSettings:
+async def lookup_settings(conn_id: str) -> ConnectionSettings:
     """Read the connection without blocking the event loop and turn it into settings."""
     conn = await get_async_connection(conn_id)
     # Airflow >= 3.3.2 masks extras asynchronously; the sync property would block the loop there.
@@ -230,8 +230,12 @@ class SettingsCache:
     A failed lookup is not cached.
     """
 
-    def __init__(self, ttl: float = 60.0) -> None:
+    def __init__(
+        self, ttl: float = 60.0, lookup: Callable[[str], Awaitable[ConnectionSettings]] | None = None
+    ) -> None:
         self.ttl = ttl
+        #: How a connection is read (default :func:`lookup_settings`); tests replace it to count calls.
+        self.lookup = lookup or lookup_settings
         self._entries: dict[str, tuple[float, ConnectionSettings]] = {}
         self._inflight: dict[tuple[int, str], Any] = {}  # (id(loop), conn_id) -> asyncio.Task
 
@@ -259,7 +263,7 @@ class SettingsCache:
         self._inflight.pop(key, None)
 
     async def _fetch(self, conn_id: str) -> ConnectionSettings:
-        settings = await _lookup_settings(conn_id)
+        settings = await self.lookup(conn_id)
         self._entries[conn_id] = (time.monotonic() + self.ttl, settings)
         return settings
 

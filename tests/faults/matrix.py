@@ -527,7 +527,8 @@ def format_table(rows: dict[tuple[str, str], Row], elapsed: float) -> str:
         "",
         f"total: {total.runs} runs, {total.success} successes, {total.clean} clean failures, {total.bad} bad,"
         f" {total.retries} retries, {total.requests} requests",
-        "retries = retries, resumes and restarts the hook logged; requests = requests the emulator received",
+        "retries = RetryEvents the hooks reported (on_retry): retried calls, resumed or restarted downloads; "
+        "requests = requests the emulator received",
         "key check: every log record (DEBUG and up), printed output, exception texts, the second origin",
     ]
     return "\n".join(lines)

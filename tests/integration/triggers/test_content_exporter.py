@@ -183,19 +183,19 @@ def test_cancellation_exits_promptly_and_closes_the_session(served_emulator, mon
 
 def test_concurrent_triggers_share_one_connection_lookup(served_emulator, monkeypatch):
     """1,000 triggers of one triggerer must not read the same connection (a secrets backend) 1,000 times."""
-    import airflow_provider_cex.hooks.content_exporter_async as module
+    from airflow_provider_cex.hooks.content_exporter_async import SETTINGS_CACHE
 
     served_emulator.export_seconds = 0
     hashes = [start_export(str(page)) for page in range(1, 21)]
     lookups: list[str] = []
-    real_lookup = module._lookup_settings
+    real_lookup = SETTINGS_CACHE.lookup
 
     async def counting_lookup(conn_id: str):
         lookups.append(conn_id)
         await asyncio.sleep(0.05)  # a slow secrets backend: every trigger arrives while it is in flight
         return await real_lookup(conn_id)
 
-    monkeypatch.setattr(module, "_lookup_settings", counting_lookup)
+    monkeypatch.setattr(SETTINGS_CACHE, "lookup", counting_lookup)
 
     async def main() -> list[list[dict]]:
         triggers = [
@@ -232,10 +232,10 @@ def test_a_changed_connection_reaches_triggers_started_after_the_cache_expired(s
 
 
 def test_a_failed_connection_lookup_is_not_cached(served_emulator, monkeypatch):
-    import airflow_provider_cex.hooks.content_exporter_async as module
+    from airflow_provider_cex.hooks.content_exporter_async import SETTINGS_CACHE
 
     calls: list[int] = []
-    real_lookup = module._lookup_settings
+    real_lookup = SETTINGS_CACHE.lookup
 
     async def flaky_lookup(conn_id: str):
         calls.append(1)
@@ -243,7 +243,7 @@ def test_a_failed_connection_lookup_is_not_cached(served_emulator, monkeypatch):
             raise RuntimeError("secrets backend unavailable")
         return await real_lookup(conn_id)
 
-    monkeypatch.setattr(module, "_lookup_settings", flaky_lookup)
+    monkeypatch.setattr(SETTINGS_CACHE, "lookup", flaky_lookup)
     export_hash = start_export()
 
     async def enter() -> None:
