@@ -47,76 +47,63 @@ def copy_with_resume(
     """
     digest = _BackgroundSha256()
     try:
-        return _copy(resp, out, call, reopen, breaks, sleep, log, digest)
-    finally:
-        digest.close()
-
-
-def _copy(
-    resp: Response,
-    out: BinaryIO,
-    call: Call,
-    reopen: Callable[..., Response],
-    breaks: Retries,
-    sleep: Callable[[float], None],
-    log: Any,
-    digest: _BackgroundSha256,
-) -> tuple[int, str]:
-    export_hash = call.subject
-    written = 0
-    total = _content_length(resp.headers.get("Content-Length"))
-    can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
-    validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-    progress = _ProgressLog(log, export_hash, total)
-    while True:
-        try:
-            try:
-                for chunk in _chunks(resp):
-                    digest.update(chunk)  # hashed on a worker thread while we write
-                    view = memoryview(chunk)
-                    for start in range(0, len(view), WRITE_SLICE):
-                        out.write(view[start : start + WRITE_SLICE])
-                    written += len(chunk)
-                    progress.update(written)
-            finally:
-                resp.close()
-            if total is None or written == total:
-                return written, digest.hexdigest()
-            reason = f"the body ended after {written} of {total} bytes"
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-            reason = f"{_describe_read_error(err)} after {written} bytes"
-        try:
-            wait = breaks.wait_after(RetryableFailure(reason)).wait
-        except ContentExporterTransientError:
-            raise ContentExporterTransientError(
-                f"Could not {call}: the download broke {breaks.retries} times (last: {reason}); nothing "
-                "was saved. The task can be retried."
-            ) from None
-        resume = can_resume and total is not None and 0 < written < total
-        log.warning(
-            "Download of export %s broke (%s); %s in %.1f s.",
-            export_hash,
-            reason,
-            f"resuming from byte {written}" if resume else "restarting",
-            wait,
-        )
-        sleep(wait)
-        resp = reopen(range_from=written if resume else 0, validator=validator)
-        if resp.status_code == 206:
-            if _content_range_matches(resp.headers.get("Content-Range"), written, total):
-                continue  # append the rest: bytes already written were hashed already
-            log.warning("The server answered the Range request with a wrong Content-Range; restarting.")
-            resp.close()
-            resp = reopen()
-        # A plain 200 (the server ignored Range, or no resume was possible): start over.
-        out.seek(0)
-        out.truncate()
-        digest.reset()
+        export_hash = call.subject
         written = 0
         total = _content_length(resp.headers.get("Content-Length"))
         can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
         validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
         progress = _ProgressLog(log, export_hash, total)
+        while True:
+            try:
+                try:
+                    for chunk in _chunks(resp):
+                        digest.update(chunk)  # hashed on a worker thread while we write
+                        view = memoryview(chunk)
+                        for start in range(0, len(view), WRITE_SLICE):
+                            out.write(view[start : start + WRITE_SLICE])
+                        written += len(chunk)
+                        progress.update(written)
+                finally:
+                    resp.close()
+                if total is None or written == total:
+                    return written, digest.hexdigest()
+                reason = f"the body ended after {written} of {total} bytes"
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
+                reason = f"{_describe_read_error(err)} after {written} bytes"
+            try:
+                wait = breaks.wait_after(RetryableFailure(reason)).wait
+            except ContentExporterTransientError:
+                raise ContentExporterTransientError(
+                    f"Could not {call}: the download broke {breaks.retries} times (last: {reason}); nothing "
+                    "was saved. The task can be retried."
+                ) from None
+            resume = can_resume and total is not None and 0 < written < total
+            log.warning(
+                "Download of export %s broke (%s); %s in %.1f s.",
+                export_hash,
+                reason,
+                f"resuming from byte {written}" if resume else "restarting",
+                wait,
+            )
+            sleep(wait)
+            resp = reopen(range_from=written if resume else 0, validator=validator)
+            if resp.status_code == 206:
+                if _content_range_matches(resp.headers.get("Content-Range"), written, total):
+                    continue  # append the rest: bytes already written were hashed already
+                log.warning("The server answered the Range request with a wrong Content-Range; restarting.")
+                resp.close()
+                resp = reopen()
+            # A plain 200 (the server ignored Range, or no resume was possible): start over.
+            out.seek(0)
+            out.truncate()
+            digest.reset()
+            written = 0
+            total = _content_length(resp.headers.get("Content-Length"))
+            can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+            validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+            progress = _ProgressLog(log, export_hash, total)
+    finally:
+        digest.close()
 
 
 class _BackgroundSha256:
