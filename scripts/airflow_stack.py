@@ -58,6 +58,7 @@ EXAMPLE_DAG_IDS = (
     "example_content_exporter",
     "example_content_exporter_deferrable",
     "example_content_exporter_many_pages",
+    "example_content_exporter_one_task",
 )
 #: The long-running components, in start order (stopped in reverse).
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")

@@ -6,14 +6,17 @@ Kept cheap to import (DAG files import it at every parse): the hook, and with it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, BaseOperatorLink
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    BaseOperator,
+    BaseOperatorLink,
+)
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 
@@ -39,8 +42,45 @@ class ConfluencePageLink(BaseOperatorLink):
         return XCom.get_value(key=CONFLUENCE_PAGE_XCOM_KEY, ti_key=ti_key) or ""
 
 
-def _is_templated(value: Any) -> bool:
+def is_templated(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def parse_export_body(task_id: str, body: Any, source: str | None) -> dict[str, Any] | None:
+    """The rendered ``export_body`` as a dict; else an ``AirflowFailException`` naming file and problem."""
+    if body is None or isinstance(body, dict):
+        return body
+    source = source or ""
+    where = f"export_body file {source!r}" if source.endswith(".json") else "export_body"
+    if not isinstance(body, str):
+        raise AirflowFailException(
+            f"{task_id}: {where} must be a JSON object (a dict), got {type(body).__name__}."
+        )
+    try:
+        parsed = json.loads(body)
+    except ValueError as err:
+        raise AirflowFailException(
+            f"{task_id}: {where} is not valid JSON ({err}). Fix the file, or pass a dict."
+        ) from None
+    if not isinstance(parsed, dict):
+        raise AirflowFailException(
+            f"{task_id}: {where} must hold a JSON object ({{...}}), got a JSON {type(parsed).__name__}."
+        )
+    return parsed
+
+
+def report_file(context: Context, outlets: Any, meta: dict[str, Any]) -> None:
+    """Push the file's metadata to XCom (``export_file``) and onto the asset events of the outlets."""
+    context["ti"].xcom_push(key=EXPORT_FILE_XCOM_KEY, value=meta)
+    outlet_events = context.get("outlet_events")
+    if outlet_events is None:
+        return
+    for outlet in outlets or []:
+        if not hasattr(outlet, "uri"):
+            continue  # not an Asset/Dataset (e.g. an AssetAlias)
+        outlet_events[outlet].extra.update(
+            {"sha256": meta["sha256"], "size_bytes": meta["size_bytes"], "filename": meta["filename"]}
+        )
 
 
 class ContentExporterStartExportOperator(BaseOperator):
@@ -59,7 +99,7 @@ class ContentExporterStartExportOperator(BaseOperator):
         "Confluence page" link in the UI.
     """
 
-    template_fields: Sequence[str] = ("page_id", "export_body")
+    template_fields: Sequence[str] = ("page_id", "export_body", "content_exporter_conn_id")
     template_ext: Sequence[str] = (".json",)
     template_fields_renderers = {"export_body": "json"}
     ui_color = "#e3f2fd"
@@ -79,7 +119,7 @@ class ContentExporterStartExportOperator(BaseOperator):
         self.content_exporter_conn_id = content_exporter_conn_id
         # Remember which file the body came from: after rendering only its content is left.
         self._export_body_source = export_body if isinstance(export_body, str) else None
-        if isinstance(page_id, (str, int)) and not _is_templated(page_id):
+        if isinstance(page_id, (str, int)) and not is_templated(page_id):
             from airflow_provider_cex.protocol import validate_page_id
 
             validate_page_id(page_id)  # a literal bad page id fails at DAG parse, not at 2 a.m.
@@ -93,27 +133,7 @@ class ContentExporterStartExportOperator(BaseOperator):
             raise AirflowFailException(f"{self.task_id}: {err}") from None
 
     def _parsed_export_body(self) -> dict[str, Any] | None:
-        body = self.export_body
-        if body is None or isinstance(body, dict):
-            return body
-        source = self._export_body_source or ""
-        where = f"export_body file {source!r}" if source.endswith(".json") else "export_body"
-        if not isinstance(body, str):
-            raise AirflowFailException(
-                f"{self.task_id}: {where} must be a JSON object (a dict), got {type(body).__name__}."
-            )
-        try:
-            parsed = json.loads(body)
-        except ValueError as err:
-            raise AirflowFailException(
-                f"{self.task_id}: {where} is not valid JSON ({err}). Fix the file, or pass a dict."
-            ) from None
-        if not isinstance(parsed, dict):
-            raise AirflowFailException(
-                f"{self.task_id}: {where} must hold a JSON object ({{...}}), got a JSON "
-                f"{type(parsed).__name__}."
-            )
-        return parsed
+        return parse_export_body(self.task_id, self.export_body, self._export_body_source)
 
     def execute(self, context: Context) -> str:
         page_id = self._validated_page_id()
@@ -151,14 +171,22 @@ class ContentExporterDownloadExportOperator(BaseOperator):
         relative paths are relative to the worker's working directory. An object storage URL
         (``s3://bucket/exports/{{ ds }}/``, ``gs://…``) is written through Airflow's
         ``ObjectStoragePath`` after the download completed locally.
-    :param content_exporter_conn_id: connection of type ``content_exporter``.
+    :param content_exporter_conn_id: connection of type ``content_exporter``. Templated.
     :param overwrite: replace an existing file (default); ``False`` fails the task instead.
     :param output_conn_id: Airflow connection for an object storage ``output_path`` (e.g. an
-        ``aws`` connection for ``s3://``).
-    :param durable: ``fsync`` a local file before and after it is renamed into place.
+        ``aws`` connection for ``s3://``). Templated.
+    :param fsync: ``fsync`` a local file before and after it is renamed into place, so a machine
+        crash right after the task cannot leave an empty file.
+    :param durable: deprecated name of ``fsync`` (it clashed with the crash-resume ``durable`` of
+        Airflow's ``ResumableJobMixin``).
     """
 
-    template_fields: Sequence[str] = ("export_hash", "output_path")
+    template_fields: Sequence[str] = (
+        "export_hash",
+        "output_path",
+        "content_exporter_conn_id",
+        "output_conn_id",
+    )
     ui_color = "#e8f5e9"
 
     def __init__(
@@ -169,101 +197,60 @@ class ContentExporterDownloadExportOperator(BaseOperator):
         content_exporter_conn_id: str = DEFAULT_CONN_ID,
         overwrite: bool = True,
         output_conn_id: str | None = None,
-        durable: bool = False,
+        fsync: bool = False,
+        durable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if durable is not None:
+            warnings.warn(
+                "ContentExporterDownloadExportOperator(durable=...) is deprecated: use fsync=... "
+                "(same meaning).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            fsync = fsync or durable
         self.export_hash = export_hash
         self.output_path = os.fspath(output_path) if isinstance(output_path, os.PathLike) else output_path
         self.content_exporter_conn_id = content_exporter_conn_id
         self.overwrite = overwrite
         self.output_conn_id = output_conn_id
-        self.durable = durable
+        self.fsync = fsync
         self._hook: ContentExporterHook | None = None  # set while downloading, for on_kill
+
+    @property
+    def durable(self) -> bool:
+        """Deprecated alias of :attr:`fsync`."""
+        return self.fsync
 
     def execute(self, context: Context) -> str:
         from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+        from airflow_provider_cex.operators.destinations import save_export
         from airflow_provider_cex.protocol import validate_export_hash
 
         try:
             export_hash = validate_export_hash(self.export_hash)
         except ValueError as err:
             raise AirflowFailException(f"{self.task_id}: {err}") from None
-        output = str(self.output_path or "").strip()
-        if not output:
-            raise AirflowFailException(f"{self.task_id}: output_path is empty: pass a file path or a folder.")
-        started = time.monotonic()
+        output = output_or_fail(self.task_id, self.output_path)
         self._hook = ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id)
         try:
             with self._hook as hook:
-                if _is_object_storage(output):
-                    final, meta = self._download_to_object_storage(hook, export_hash, output)
-                else:
-                    result = hook.download_export(
-                        export_hash, _local_path(output), overwrite=self.overwrite, durable=self.durable
-                    )
-                    final, meta = result.path, _metadata(result)
+                final, meta = save_export(
+                    hook,
+                    export_hash,
+                    output,
+                    overwrite=self.overwrite,
+                    output_conn_id=self.output_conn_id,
+                    fsync=self.fsync,
+                    log=self.log,
+                )
         except FileExistsError as err:
             raise AirflowFailException(f"{self.task_id}: {err}") from None
         finally:
             self._hook = None
-        elapsed = max(time.monotonic() - started, 1e-6)
-        self.log.info(
-            "Saved export %s to %s: %.1f MB in %.2f s (%.1f MB/s), sha256 %s",
-            export_hash,
-            final,
-            meta["size_bytes"] / 1e6,
-            elapsed,
-            meta["size_bytes"] / 1e6 / elapsed,
-            meta["sha256"],
-        )
-        context["ti"].xcom_push(key=EXPORT_FILE_XCOM_KEY, value=meta)
-        self._annotate_asset_events(context, meta)
+        report_file(context, self.outlets, meta)
         return final
-
-    def _download_to_object_storage(
-        self, hook: ContentExporterHook, export_hash: str, output: str
-    ) -> tuple[str, dict[str, Any]]:
-        """Download to a local temp folder, then upload; a failed upload leaves no object behind."""
-        import shutil
-        import tempfile
-
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        from airflow_provider_cex.files import exists_message
-
-        target = ObjectStoragePath(output, conn_id=self.output_conn_id)
-        as_folder = output.endswith("/") or _safe_is_dir(target)
-        if not as_folder and not self.overwrite and target.exists():
-            raise FileExistsError(exists_message(output))
-        with tempfile.TemporaryDirectory(prefix="cex-download-") as local_folder:
-            result = hook.download_export(export_hash, local_folder + os.sep)
-            final = target / result.filename if as_folder else target
-            if not self.overwrite and final.exists():
-                raise FileExistsError(exists_message(str(final)))
-            try:
-                with open(result.path, "rb") as source, final.open("wb") as sink:
-                    shutil.copyfileobj(source, sink, 8 * 1024 * 1024)
-            except BaseException:
-                self.log.error("Upload to %s failed; removing the partial object.", final)
-                with contextlib.suppress(Exception):
-                    final.unlink()
-                raise
-        meta = _metadata(result)
-        meta["path"] = str(final)
-        return str(final), meta
-
-    def _annotate_asset_events(self, context: Context, meta: dict[str, Any]) -> None:
-        """Put size and sha256 on the asset events of this task's outlets, for downstream DAGs."""
-        outlet_events = context.get("outlet_events")
-        if outlet_events is None:
-            return
-        for outlet in self.outlets or []:
-            if not hasattr(outlet, "uri"):
-                continue  # not an Asset/Dataset (e.g. an AssetAlias)
-            outlet_events[outlet].extra.update(
-                {"sha256": meta["sha256"], "size_bytes": meta["size_bytes"], "filename": meta["filename"]}
-            )
 
     def on_kill(self) -> None:
         """Remove the partial download when the task is killed (the rename never happens)."""
@@ -271,29 +258,17 @@ class ContentExporterDownloadExportOperator(BaseOperator):
             self._hook.abort_downloads()
 
 
-def _is_object_storage(output: str) -> bool:
-    scheme = output.split("://", 1)[0].lower() if "://" in output else ""
-    return bool(scheme) and scheme != "file"
-
-
-def _local_path(output: str) -> str:
-    """A plain path for a local ``output_path`` (``file://`` URLs included), keeping a trailing ``/``."""
-    if output.lower().startswith("file://"):
-        from urllib.parse import unquote, urlsplit
-
-        return unquote(urlsplit(output).path)
+def output_or_fail(task_id: str, output_path: Any) -> str:
+    output = str(output_path or "").strip()
+    if not output:
+        raise AirflowFailException(f"{task_id}: output_path is empty: pass a file path or a folder.")
     return output
 
 
-def _safe_is_dir(path: Any) -> bool:
-    try:
-        return bool(path.is_dir())
-    except Exception:  # a missing bucket or prefix is simply not a folder yet
-        return False
+def __getattr__(name: str) -> Any:
+    """``ContentExporterExportOperator`` lives in :mod:`.export`; it imports from here, so load it lazily."""
+    if name == "ContentExporterExportOperator":
+        from airflow_provider_cex.operators.export import ContentExporterExportOperator
 
-
-def _metadata(result: Any) -> dict[str, Any]:
-    """The XCom form of a ``DownloadedExport``: path, filename, size_bytes, sha256, content_type."""
-    import dataclasses
-
-    return dataclasses.asdict(result)
+        return ContentExporterExportOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

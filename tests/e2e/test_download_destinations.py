@@ -98,7 +98,7 @@ def test_memory_object_store_folder_receives_a_byte_identical_file(
 
 def test_file_url_destination_is_written_atomically_and_durably(airflow_db, served_emulator, tmp_path):
     export_hash = finished_export("22")
-    dag = download_dag("cex_file_url_dest", export_hash, f"file://{tmp_path}/out/report.pdf", durable=True)
+    dag = download_dag("cex_file_url_dest", export_hash, f"file://{tmp_path}/out/report.pdf", fsync=True)
     dag_run = run_dag(dag, logical_date=LOGICAL_DATE)
 
     assert dag_run.state == "success"
