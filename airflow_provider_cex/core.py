@@ -107,12 +107,11 @@ def is_retryable_status(status: int, idempotent: bool) -> bool:
 
 
 class RetryableFailure(Exception):
-    """One attempt failed in a way another attempt may fix (raised inside a transport's retry loop)."""
+    """One attempt failed in a way another attempt may fix; ``advice``: what to do if retries do not help."""
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, *, advice: str | None = None):
         super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+        self.reason, self.retry_after, self.advice = reason, retry_after, advice
 
 
 @dataclass(frozen=True)
@@ -167,13 +166,17 @@ def failure_for_status(
     body: bytes | str | None,
     retry_after: str | None = None,
     route_exists: bool | None = None,
+    proxy: str | None = None,
 ) -> Exception:
     """The exception for a non-2xx answer: ``RetryableFailure`` when another attempt is safe and useful.
 
     A 401/403 from another origin (after a redirect, where the key is deliberately not sent) is reported
-    as a redirect problem, not a bad key. ``route_exists`` is what a transport learned about a 404 (see
-    :func:`not_found_error`).
+    as a redirect problem, not a bad key; a 407 as the proxy's login. ``route_exists`` is what a transport
+    learned about a 404 (see :func:`not_found_error`); ``proxy`` names the proxy used, if any
+    (:func:`~airflow_provider_cex.protocol.proxy_label`).
     """
+    if status == 407:
+        return proxy_failure(call, settings, proxy, status=407)
     if status in (401, 403) and origin_of(url) != settings.origin:
         return ContentExporterProtocolError(
             f"Content Exporter redirected the request to {urlsplit(url).netloc!r}, which answered HTTP "
@@ -181,17 +184,21 @@ def failure_for_status(
             f"({settings.base_url}), never to another host; if the service really moved, update the host of "
             f"connection {settings.conn_id!r}."
         )
-    if is_retryable_status(status, call.idempotent):
-        return RetryableFailure(f"HTTP {status}", parse_retry_after(retry_after, time.time()))
+    via = f" through proxy {proxy}" if proxy else ""
+    if is_retryable_status(status, call.idempotent):  # through a proxy, a 5xx may be the proxy's own
+        advice = _proxy_advice(settings) if proxy and status >= 500 else None
+        return RetryableFailure(
+            f"HTTP {status}{via}", parse_retry_after(retry_after, time.time()), advice=advice
+        )
     secret = settings.api_key
     if status >= 500 and call.idempotent:  # e.g. 501 or 505: not worth repeating at once
         return ContentExporterTransientError(
-            f"Content Exporter answered HTTP {status} while trying to {call}; the task can be retried. "
+            f"Content Exporter answered HTTP {status}{via} while trying to {call}; the task can be retried. "
             f"Server said: {snippet(body, secret)!r}."
         )
     if status >= 500:
         return ContentExporterStartUncertainError(
-            f"Content Exporter answered HTTP {status} while trying to {call}. The request may have "
+            f"Content Exporter answered HTTP {status}{via} while trying to {call}. The request may have "
             f"reached the server and started the export, so it was not repeated: {START_UNCERTAIN_ADVICE} "
             f"Server said: {snippet(body, secret)!r}."
         )
@@ -217,9 +224,44 @@ def give_up_message(
             f"longer than this task waits ({policy.retry_after_cap:.0f} s). The failure is transient: "
             "let the task retry later (Airflow retries / retry_delay)."
         )
+    advice = failure.advice or (
+        f"The service may be overloaded or unreachable at {base_url}; the task can be retried later."
+    )
+    return f"Could not {call} after {attempts} attempts: {failure.reason}. {advice}"
+
+
+def proxy_failure(
+    call: Call,
+    settings: ConnectionSettings,
+    proxy: str | None,
+    *,
+    status: int | None = None,
+    reason: str = "",
+) -> Exception:
+    """A request stopped at the proxy (``proxy`` names it, without credentials): unreachable (``reason``), or
+    answering ``status`` itself (to a tunnel request, or 407). 407 is its login, final; anything else is
+    retried, a start request too: nothing reached Content Exporter.
+    """
+    name = f"proxy {proxy}" if proxy else "a proxy"
+    if status == 407:
+        return ContentExporterError(
+            f"Could not {call}: {name} answered HTTP 407 Proxy Authentication Required: it needs a user "
+            "and password, or rejected the ones given. This is the proxy's own login, not the Content "
+            "Exporter API key (the request did not get past the proxy): put them in the proxy URL where it "
+            "is set, percent-encoded, e.g. http://user:password@proxy:3128 in the connection's 'proxies' "
+            "extra or in HTTPS_PROXY/HTTP_PROXY."
+        )
+    if status is not None:
+        reason = f"{name} refused to open a connection to the service (HTTP {status})"
+    else:
+        reason = f"could not connect to {name}: {reason}"
+    return RetryableFailure(reason, advice=_proxy_advice(settings))
+
+
+def _proxy_advice(settings: ConnectionSettings) -> str:
     return (
-        f"Could not {call} after {attempts} attempts: {failure.reason}. The service may be overloaded "
-        f"or unreachable at {base_url}; the task can be retried later."
+        "Check that the proxy is running, reachable from this worker and allowed to reach "
+        f"{settings.base_url}, or correct its URL; the task can be retried later."
     )
 
 

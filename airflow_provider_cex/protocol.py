@@ -45,6 +45,7 @@ _HASH_KEYS = ("hash", "exportHash", "export_hash", "id")
 _ERROR_FIELDS = ("error", "errorMessage", "error_message")
 _MESSAGE_FIELDS = ("errorMessage", "error_message", "error", "message")
 _HASH_RE = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]+$")
+PROXIES_EXAMPLE = '{"https": "http://proxy.example.com:3128"}'
 
 
 # --------------------------------------------------------------------------- input validation
@@ -122,9 +123,13 @@ class ConnectionSettings:
     endpoints: dict[str, str] = field(default_factory=dict)
     verify: bool | str = True
     confluence_url: str | None = None
+    #: Scheme of the target URL (``http``/``https``) -> proxy URL, which may hold credentials: never shown.
+    proxies: dict[str, str] = field(default_factory=dict, repr=False)
 
-    def __repr__(self) -> str:  # never show the key, even by accident
-        return f"ConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never show the key or a proxy's credentials, even by accident
+        shown = {scheme: redact_url(url) for scheme, url in self.proxies.items()}
+        proxies = f", proxies={shown!r}" if shown else ""
+        return f"ConnectionSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}{proxies})"
 
     @cached_property  # every request compares against it: parse the URL once
     def origin(self) -> tuple[str, str, int]:
@@ -133,6 +138,10 @@ class ConnectionSettings:
     def url(self, endpoint: str, value: str) -> str:
         """Absolute URL of an endpoint for a page id or export hash."""
         return self.base_url + render_endpoint(self.endpoints.get(endpoint) or ENDPOINTS[endpoint][0], value)
+
+    def proxy_for(self, url: str) -> str | None:
+        """The ``proxies`` extra's proxy for ``url`` (chosen by its scheme), or None."""
+        return self.proxies.get(urlsplit(url).scheme.lower()) if self.proxies else None
 
 
 def resolve_base_url(host: str | None, port: int | None = None, region: str | None = None) -> str:
@@ -239,6 +248,55 @@ def parse_confluence_url(value: Any) -> str | None:
     return text
 
 
+def parse_proxies(value: Any) -> dict[str, str]:
+    """Read the ``proxies`` extra: target URL scheme -> ``http(s)://[user:password@]host[:port]``."""
+    if value in (None, "", {}):
+        return {}
+    where = f"Connection extra 'proxies' (e.g. {PROXIES_EXAMPLE})"
+    if not isinstance(value, dict):  # not echoed: it may hold a proxy password
+        raise ValueError(
+            f"{where} must be an object mapping 'http' and/or 'https' (the scheme of the URLs to send "
+            f"through the proxy) to a proxy URL; got {type(value).__name__}."
+        )
+    result: dict[str, str] = {}
+    for key, url in value.items():
+        scheme = key.strip().lower() if isinstance(key, str) else ""
+        if scheme not in ("http", "https"):
+            raise ValueError(f"{where} has unknown key {_clip(str(key), 40)!r}; allowed: http, https.")
+        text = url.strip() if isinstance(url, str) else ""
+        if not _is_proxy_url(text):
+            shown = repr(_clip(redact_url(text), 80)) if isinstance(url, str) else type(url).__name__
+            raise ValueError(
+                f"{where} has an unusable {scheme!r} proxy {shown}: expected http(s)://host:port, or "
+                "http(s)://user:password@host:port with any @ : / # in the user or password percent-encoded."
+            )
+        result[scheme] = text.rstrip("/")
+    return result
+
+
+def _is_proxy_url(text: str) -> bool:
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:  # not a number or out of range: often an unencoded ':', '/' or '@' in a password
+        return False
+    bare = parts.path in ("", "/") and not parts.query and not parts.fragment
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and port != 0 and bare
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials (``http://user:pw@proxy:3128`` -> ``http://proxy:3128``): all up to the
+    last ``@`` goes, so an unencoded ``/``, ``#`` or ``@`` in a password cannot keep part of it visible."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
+
+
+def proxy_label(proxy_url: str, *, from_extra: bool) -> str:
+    """How messages name a proxy: its URL without credentials, and where it was configured."""
+    where = "the connection's 'proxies' extra" if from_extra else "HTTP_PROXY/HTTPS_PROXY"
+    return f"{redact_url(proxy_url)} (from {where})"
+
+
 def confluence_page_url(confluence_url: str, page_id: str) -> str:
     """Link to a Confluence page by id (works on Cloud and Data Center)."""
     return f"{confluence_url}/pages/viewpage.action?pageId={quote(validate_page_id(page_id), safe='')}"
@@ -264,6 +322,7 @@ def settings_from_connection(
             endpoints=parse_endpoints(extra.get("endpoints")),
             verify=parse_verify(extra.get("verify")),
             confluence_url=parse_confluence_url(extra.get("confluence_url")),
+            proxies=parse_proxies(extra.get("proxies")),
         )
     except ValueError as err:
         raise ContentExporterError(f"Connection {conn_id!r} is misconfigured: {err}") from None

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
@@ -40,11 +41,9 @@ from airflow_provider_cex.core import (
     default_headers,
     failure_for_status,
     key_header,
-    network_failure,
     redirect,
     route_exists,
     should_probe_route,
-    tls_failure,
     too_many_redirects,
 )
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
@@ -55,6 +54,7 @@ from airflow_provider_cex.exceptions import (
 )
 from airflow_provider_cex.files import TempFiles, final_path, is_folder, refuse_existing
 from airflow_provider_cex.hooks.download import copy_with_resume
+from airflow_provider_cex.hooks.requests_io import failure_of, proxy_in_use, read_capped
 from airflow_provider_cex.protocol import (
     ConnectionSettings,
     DownloadedExport,
@@ -94,7 +94,9 @@ class ContentExporterHook(BaseHook):
     The connection's password is the API key (sent as ``CEX-API-KEY`` to the application
     origin only), its host the application URL (empty: chosen by the ``region`` extra, ``us``
     or ``eu``). Extras: ``timeout`` (seconds, or ``[connect, read]``), ``endpoints`` (path
-    templates overriding the defaults), ``verify`` (CA bundle path; TLS is verified by default).
+    templates overriding the defaults), ``verify`` (CA bundle path; TLS is verified by default),
+    ``proxies`` (``{"https": "http://proxy:3128"}``: wins over ``HTTP(S)_PROXY``/``NO_PROXY`` for the
+    schemes it names; other requests follow the environment, as requests does).
 
     :param content_exporter_conn_id: Airflow connection id of type ``content_exporter``.
     :param retry_policy: how 429, 5xx and network errors are retried (default: 4 retries,
@@ -155,15 +157,18 @@ class ContentExporterHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection, read once and validated; the API key is registered with the secret masker."""
+        from airflow.providers.common.compat.sdk import mask_secret
+
         conn = self.get_connection(self.content_exporter_conn_id)
         if conn.password:
-            from airflow.providers.common.compat.sdk import mask_secret
-
             mask_secret(conn.password)
         extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
         settings = settings_from_connection(
             self.content_exporter_conn_id, conn.host, conn.password, conn.port, extra
         )
+        for proxy in settings.proxies.values():  # a proxy's password is a secret too
+            if password := urlsplit(proxy).password:
+                mask_secret(password)
         if settings.verify is False:
             self.log.warning(
                 "TLS certificate verification is OFF for connection %r (extra verify=false): "
@@ -302,9 +307,17 @@ class ContentExporterHook(BaseHook):
             settings = self.settings
             progress_url = settings.url(EXPORT_PROGRESS, PROBE_HASH)
             resp = self._send("GET", progress_url)
+            if resp.status_code == 407:  # the proxy's login, not the key: the core words it
+                self._check_status(resp, Call(EXPORT_PROGRESS, PROBE_HASH), progress_url)
             resp.close()
         except ContentExporterError as err:
             return False, str(err)
+        except requests.exceptions.ProxyError as err:
+            failure = failure_of(err, Call(EXPORT_PROGRESS, PROBE_HASH), self.settings, progress_url)
+            advice = getattr(failure, "advice", None)
+            return False, f"Cannot reach {self.settings.base_url}: {failure}. {advice}" if advice else str(
+                failure
+            )
         except requests.exceptions.SSLError:
             return False, (
                 f"TLS verification failed for {self.settings.base_url}: set the connection extra "
@@ -347,6 +360,7 @@ class ContentExporterHook(BaseHook):
                 allow_redirects=False,
                 stream=True,
                 verify=settings.verify,
+                proxies=dict(settings.proxies) or None,  # a copy: requests adds the environment's to it
             )
             hop = redirect(method, url, resp.status_code, resp.headers.get("Location"), settings)
             if hop is None:
@@ -385,7 +399,7 @@ class ContentExporterHook(BaseHook):
         if 200 <= status < 300:
             return
         try:
-            body = self._read_capped(resp, MAX_ERROR_BODY)
+            body = read_capped(resp, MAX_ERROR_BODY)
         except requests.RequestException:
             body = b""
         finally:
@@ -400,6 +414,7 @@ class ContentExporterHook(BaseHook):
             body=body,
             retry_after=resp.headers.get("Retry-After"),
             route_exists=route_exists(self._keyless_status(call.method, final_url)) if probe else None,
+            proxy=proxy_in_use(self.settings, final_url),
         )
 
     def _keyless_status(self, method: str, url: str) -> int | None:
@@ -416,17 +431,12 @@ class ContentExporterHook(BaseHook):
                 allow_redirects=False,
                 stream=True,
                 verify=self.settings.verify,
+                proxies=dict(self.settings.proxies) or None,
             )
         except requests.RequestException:
             return None
         resp.close()
         return resp.status_code
-
-    def _network_failure(self, err: requests.RequestException, call: Call) -> Exception:
-        """Map a requests exception to a retryable failure or a final error (decided in core)."""
-        if isinstance(err, requests.exceptions.SSLError):
-            return tls_failure(call, self.settings)
-        return network_failure(call, _describe_network_error(err), surely_not_sent=_surely_not_sent(err))
 
     def _attempt_small(self, call: Call, url: str, json_body: Any = None) -> tuple[int, Any, bytes]:
         """One attempt of a call with a small body: returns (status, headers, body)."""
@@ -434,22 +444,10 @@ class ContentExporterHook(BaseHook):
             resp = self._send(call.method, url, json_body=json_body)
             self._check_status(resp, call, url)
             with resp:
-                body = self._read_capped(resp, MAX_SMALL_BODY)
+                body = read_capped(resp, MAX_SMALL_BODY)
             return resp.status_code, resp.headers, body
         except requests.RequestException as err:
-            raise self._network_failure(err, call) from None
-
-    @staticmethod
-    def _read_capped(resp: Response, limit: int) -> bytes:
-        """Read at most ``limit`` bytes of a streamed body."""
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in resp.iter_content(chunk_size=64 * 1024):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
-        return b"".join(chunks)[:limit]
+            raise failure_of(err, call, self.settings, url) from None
 
     def _open_download(
         self, url: str, call: Call, range_from: int = 0, validator: str | None = None
@@ -470,30 +468,6 @@ class ContentExporterHook(BaseHook):
                 self._check_status(resp, call, url)
                 return resp
             except requests.RequestException as err:
-                raise self._network_failure(err, call) from None
+                raise failure_of(err, call, self.settings, url) from None
 
         return self._with_retries(call, attempt)
-
-
-def _surely_not_sent(err: requests.RequestException) -> bool:
-    """True when the connection was never established, so the server cannot have seen the request."""
-    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-
-    if isinstance(err, requests.exceptions.ConnectTimeout):
-        return True
-    reason = getattr(err.args[0], "reason", None) if err.args else None
-    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
-
-
-def _describe_network_error(err: requests.RequestException) -> str:
-    if isinstance(err, requests.exceptions.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(err, requests.exceptions.ReadTimeout):
-        return "the server did not answer in time (read timeout)"
-    if _surely_not_sent(err):
-        return "connection refused or host unreachable"
-    if isinstance(err, requests.exceptions.ChunkedEncodingError):
-        return "the connection broke while reading the response"
-    if isinstance(err, requests.exceptions.ConnectionError):
-        return "the connection was reset"
-    return type(err).__name__

@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
+from yarl import URL
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 from airflow_provider_cex.core import (
@@ -32,6 +34,7 @@ from airflow_provider_cex.core import (
     default_headers,
     failure_for_status,
     key_header,
+    proxy_failure,
     redirect,
     route_exists,
     should_probe_route,
@@ -42,6 +45,8 @@ from airflow_provider_cex.endpoints import EXPORT_PROGRESS
 from airflow_provider_cex.protocol import (
     ConnectionSettings,
     ExportProgress,
+    origin_of,
+    proxy_label,
     settings_from_connection,
     validate_export_hash,
 )
@@ -54,6 +59,11 @@ class ContentExporterAsyncHook(BaseHook):
 
     One ``aiohttp.ClientSession`` lives as long as the ``async with`` block (a trigger's whole
     life), so a poll reuses a kept-alive connection instead of paying for a new session.
+
+    Proxies as in the sync hook: the ``proxies`` extra for the schemes it names, else ``HTTP(S)_PROXY``
+    and ``NO_PROXY`` read as aiohttp's ``trust_env`` reads them, but once per origin in ``__aenter__``
+    (``trust_env=True`` would read the environment and ``~/.netrc`` on a thread at every poll), and the
+    proxy passed as ``proxy=`` to each request.
 
     :param content_exporter_conn_id: Airflow connection id of type ``content_exporter``.
     :param retry_policy: as for the sync hook.
@@ -85,6 +95,8 @@ class ContentExporterAsyncHook(BaseHook):
         self._key_header: dict[
             str, str
         ] = {}  # for the first hop, whose URL is built from the application URL
+        self._proxy: URL | None = None  # for the first hop too: the application origin's proxy
+        self._proxies: dict[tuple[str, str, int], URL | None] = {}  # origin -> proxy (None: direct)
 
     async def __aenter__(self) -> ContentExporterAsyncHook:
         self.settings = await SETTINGS_CACHE.get(self.content_exporter_conn_id)
@@ -93,8 +105,10 @@ class ContentExporterAsyncHook(BaseHook):
             self._ssl = ssl.create_default_context(cafile=self.settings.verify)
         else:
             self._ssl = self.settings.verify
+        self._proxy = await self._proxy_for(self.settings.base_url)  # before the session: may raise
         self._session = aiohttp.ClientSession(
             headers=default_headers(f"aiohttp/{aiohttp.__version__}"),
+            trust_env=False,  # the environment's proxy is resolved above, not again at every poll
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
             ),
@@ -148,11 +162,14 @@ class ContentExporterAsyncHook(BaseHook):
         send_key = True
         try:
             for hop_number in range(MAX_REDIRECTS + 1):
-                if hop_number == 0:
-                    headers = self._key_header  # the first URL is built from the application URL
+                if hop_number == 0:  # the first URL is built from the application URL
+                    headers, proxy = self._key_header, self._proxy
                 else:
                     headers = key_header(settings, url) if send_key else {}
-                async with session.get(url, headers=headers, allow_redirects=False, ssl=self._ssl) as resp:
+                    proxy = await self._proxy_for(url)
+                async with session.get(
+                    url, headers=headers, allow_redirects=False, ssl=self._ssl, proxy=proxy
+                ) as resp:
                     hop = redirect("GET", url, resp.status, resp.headers.get("Location"), settings)
                     if hop is not None:
                         if not hop.send_key:
@@ -174,9 +191,15 @@ class ContentExporterAsyncHook(BaseHook):
                     body=body,
                     retry_after=retry_after,
                     route_exists=route_exists(await self._keyless_status(url)) if probe else None,
+                    proxy=self._proxy_label(url),
                 )
         except aiohttp.ClientSSLError:
             raise tls_failure(call, settings) from None
+        except aiohttp.ClientProxyConnectionError:  # before its base class, ClientConnectorError
+            reason = "connection refused or host unreachable"
+            raise proxy_failure(call, settings, self._proxy_label(url), reason=reason) from None
+        except aiohttp.ClientHttpProxyError as err:  # the proxy's answer to CONNECT (an https:// URL)
+            raise proxy_failure(call, settings, self._proxy_label(url), status=err.status) from None
         except aiohttp.ClientConnectorError:
             raise RetryableFailure("connection refused or host unreachable") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
@@ -187,10 +210,38 @@ class ContentExporterAsyncHook(BaseHook):
         """The status of a GET of ``url`` without the key (to explain a 404); None if it fails."""
         assert self._session is not None
         try:
-            async with self._session.get(url, allow_redirects=False, ssl=self._ssl) as resp:
+            proxy = await self._proxy_for(url)
+            async with self._session.get(url, allow_redirects=False, ssl=self._ssl, proxy=proxy) as resp:
                 return resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return None
+
+    async def _proxy_for(self, url: str) -> URL | None:
+        """The proxy for ``url``'s origin (None: direct): the ``proxies`` extra's for its scheme, else the
+        environment's; looked up once per origin (a trigger polls one)."""
+        origin = origin_of(url)
+        if origin not in self._proxies:
+            assert self.settings is not None
+            explicit = self.settings.proxy_for(url)
+            self._proxies[origin] = URL(explicit) if explicit else await asyncio.to_thread(_env_proxy, url)
+        return self._proxies[origin]
+
+    def _proxy_label(self, url: str) -> str | None:
+        """How messages name the proxy ``url`` went through (never with its credentials), or None."""
+        proxy = self._proxies.get(origin_of(url))
+        if proxy is None or self.settings is None:
+            return None
+        return proxy_label(str(proxy), from_extra=self.settings.proxy_for(url) is not None)
+
+
+def _env_proxy(url: str) -> URL | None:
+    """The environment's proxy for ``url`` as ``trust_env=True`` finds it (``NO_PROXY``, netrc credentials
+    included); blocking (it may read ``~/.netrc``): run it on a thread."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None
+    return proxy.with_user(auth.login).with_password(auth.password) if auth else proxy
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
