@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
-    AirflowSkipException,
     BaseOperator,
     ResumableJobMixin,
     conf,
@@ -149,22 +148,10 @@ class ContentExporterExportOperator(ResumableJobMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger fired: download on a worker, or fail/skip as the sensor would."""
-        from airflow_provider_cex.triggers.events import EVENT_STATUSES, FAILED, SUCCESS, TIMEOUT
+        from airflow_provider_cex.triggers.events import raise_for_event
 
-        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-            raise AirflowFailException(
-                f"{self.task_id}: the Content Exporter trigger sent an unexpected event {event!r}."
-            )
-        export_hash, message = str(event.get("export_hash")), event.get("message")
-        if event["status"] == SUCCESS:
-            return self._download(export_hash, context)
-        if event["status"] == FAILED:
-            self._fail_export(export_hash, message)
-        if event["status"] == TIMEOUT:
-            self._skip_or_raise(AirflowFailException(f"{self.task_id}: timed out: {message}"))
-        from airflow_provider_cex.exceptions import ContentExporterError
-
-        raise ContentExporterError(f"Content Exporter export {export_hash}: {message}")
+        done = raise_for_event(event, soft_fail=self.soft_fail)
+        return self._download(str(done["export_hash"]), context)
 
     def on_kill(self) -> None:
         if self._hook is not None:
@@ -254,11 +241,16 @@ class ContentExporterExportOperator(ResumableJobMixin, BaseOperator):
                     if progress.is_complete:
                         break
                 if time.monotonic() >= deadline:
-                    self._skip_or_raise(
-                        AirflowFailException(
+                    from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+
+                    from airflow_provider_cex.triggers.events import skip_or_raise
+
+                    skip_or_raise(
+                        AirflowSensorTimeout(
                             f"{self.task_id}: export {export_hash} did not reach 100% within "
                             f"{self.timeout:g} s."
-                        )
+                        ),
+                        soft_fail=self.soft_fail,
                     )
                 time.sleep(min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
         return self._download(export_hash, context)
@@ -321,17 +313,6 @@ class ContentExporterExportOperator(ResumableJobMixin, BaseOperator):
         return final
 
     def _fail_export(self, export_hash: str, message: str | None) -> None:
-        from airflow_provider_cex.exceptions import ContentExporterExportFailedError
+        from airflow_provider_cex.triggers.events import export_failed, skip_or_raise
 
-        self._skip_or_raise(
-            ContentExporterExportFailedError(
-                f"Content Exporter export {export_hash} failed: {message}",
-                export_hash=export_hash,
-                server_message=message,
-            )
-        )
-
-    def _skip_or_raise(self, error: Exception) -> None:
-        if self.soft_fail:
-            raise AirflowSkipException(f"Skipping (soft_fail): {error}")
-        raise error
+        skip_or_raise(export_failed(export_hash, message), soft_fail=self.soft_fail)

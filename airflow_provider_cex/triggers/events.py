@@ -1,11 +1,105 @@
-"""What a ContentExporterExportTrigger event can say, readable without importing a transport.
+"""What a ContentExporterExportTrigger event can say, and what each means for the task that deferred.
 
-The sensor's ``execute_complete`` runs on a worker and needs only these names; importing the
-trigger module would load aiohttp there for nothing.
+The sensor's ``execute_complete`` runs on a worker and needs only this module; importing the
+trigger module would load aiohttp there for nothing. Nothing here imports a transport.
+
+``soft_fail`` means what it says: it skips the task for the two outcomes a user may expect to
+happen (the export failed at the vendor, the wait timed out) and for nothing else. A rejected key,
+an unknown hash, an unreadable answer or an outage past the deadline are errors in the setup or the
+service: they fail the task even with ``soft_fail=True``.
 """
 
 from __future__ import annotations
 
-#: Event statuses, each mapped by the sensor's ``execute_complete`` to one outcome.
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from airflow_provider_cex.exceptions import ContentExporterExportFailedError
+
+#: Event statuses, each mapped by :func:`raise_for_event` to one outcome.
 SUCCESS, FAILED, TIMEOUT, ERROR = "success", "failed", "timeout", "error"
 EVENT_STATUSES = frozenset({SUCCESS, FAILED, TIMEOUT, ERROR})
+
+
+def raise_for_event(
+    event: object, *, soft_fail: bool = False, export_hash: str | None = None
+) -> dict[str, Any]:
+    """Return the event of a complete export; raise what any other event means for the task.
+
+    The contract, for every task that defers to ``ContentExporterExportTrigger``, by event ``status``:
+
+    - ``success``: returns the event (a dict with ``export_hash`` and ``progress``).
+    - ``failed`` (the export failed at the vendor): ``ContentExporterExportFailedError``, an
+      ``AirflowFailException`` (no task retries: they cannot fix it). **May skip.**
+    - ``timeout`` (the trigger's deadline passed): ``AirflowSensorTimeout`` (no task retries).
+      **May skip.**
+    - ``error`` (a rejected key, an unknown hash, an unreadable answer, an outage past the deadline):
+      ``ContentExporterError``; task retries apply (one helps after an outage). Never a skip.
+    - anything else (not a dict, an unknown status): ``AirflowException``. Never a skip.
+
+    With ``soft_fail=True`` the two outcomes that may skip raise ``AirflowSkipException`` instead,
+    chained (``__cause__``) to the error it stands for; the others raise as without it. ``export_hash``
+    names the export in messages when the event does not (the trigger always sends it).
+    """
+    try:
+        return _outcome(event, export_hash)
+    except Exception as err:
+        skip_or_raise(err, soft_fail=soft_fail)
+
+
+def may_skip(error: BaseException) -> bool:
+    """Whether ``soft_fail`` may turn ``error`` into a skip: a failed export or a timeout, nothing else.
+
+    A timeout is the sensor's own (``AirflowSensorTimeout``) or the task's ``execution_timeout``
+    (``AirflowTaskTimeout``), as Airflow's sensors treat them.
+    """
+    from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowTaskTimeout
+
+    from airflow_provider_cex.exceptions import ContentExporterExportFailedError
+
+    return isinstance(error, (ContentExporterExportFailedError, AirflowSensorTimeout, AirflowTaskTimeout))
+
+
+def skip_or_raise(error: BaseException, *, soft_fail: bool) -> NoReturn:
+    """Raise ``AirflowSkipException`` from ``error`` if ``soft_fail`` and :func:`may_skip`; else ``error``.
+
+    A skip passes through unchanged, so applying this twice to the same error is harmless.
+    """
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    if soft_fail and may_skip(error) and not isinstance(error, AirflowSkipException):
+        raise AirflowSkipException(f"Skipping (soft_fail): {error}") from error
+    raise error
+
+
+def export_failed(export_hash: str | None, message: str | None) -> ContentExporterExportFailedError:
+    """The error for an export that failed at the vendor (an ``AirflowFailException``: no task retries)."""
+    from airflow_provider_cex.exceptions import ContentExporterExportFailedError
+
+    return ContentExporterExportFailedError(
+        f"Content Exporter export {export_hash} failed: {message}",
+        export_hash=export_hash,
+        server_message=message,
+    )
+
+
+def _outcome(event: object, export_hash: str | None) -> dict[str, Any]:
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout
+
+    from airflow_provider_cex.exceptions import ContentExporterError
+
+    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+        raise AirflowException(
+            f"The Content Exporter trigger sent an unexpected event {event!r}; expected a status among "
+            + ", ".join(sorted(EVENT_STATUSES))
+            + "."
+        )
+    status, message = event["status"], event.get("message")
+    export_hash = event.get("export_hash", export_hash)
+    if status == SUCCESS:
+        return event
+    if status == FAILED:
+        raise export_failed(export_hash, message)
+    if status == TIMEOUT:
+        raise AirflowSensorTimeout(f"Sensor has timed out: {message}")
+    raise ContentExporterError(f"Content Exporter export {export_hash}: {message}")

@@ -142,3 +142,24 @@ def test_durable_is_refused_as_ambiguous_and_the_download_operators_durable_is_d
     assert op.fsync is True and op.resume_on_retry is True
     assert {"content_exporter_conn_id", "output_conn_id"} <= set(op.template_fields)
     assert "content_exporter_conn_id" in ContentExporterDownloadExportOperator.template_fields
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferrable"])
+def test_soft_fail_never_hides_a_wrong_path_behind_a_skip(
+    airflow_db, served_emulator, tmp_path, monkeypatch, deferrable
+):
+    from tests.conftest import CONN_ENV, connection_json
+
+    served_emulator.export_seconds = 0
+    wrong = {"export_progress": "/nowhere/{export_hash}"}
+    monkeypatch.setenv(CONN_ENV, connection_json(served_emulator.base_url, endpoints=wrong))
+    dag = one_task_dag(
+        f"cex_one_task_wrong_path_{deferrable}",
+        tmp_path / "w.pdf",
+        deferrable=deferrable,
+        soft_fail=True,
+        retries=0,
+    )
+    dag_run = run_dag(dag, {"page_id": "42"}, logical_date=LOGICAL_DATE)
+
+    assert task_states(dag_run) == {"export": ("failed", 1)}  # failed, not skipped

@@ -77,3 +77,22 @@ def test_a_killed_task_is_retried_and_reconnects_to_its_export(stack: Any) -> No
     assert hashlib.sha256(landed.read_bytes()).hexdigest() == emulator.artifact_sha256
     assert not [p.name for p in landed.parent.iterdir() if p.name.endswith(".part")]
     print(f"killed task pid {pid}; the run succeeded {time.monotonic() - killed_at:.0f} s later")
+
+
+def test_a_download_failing_past_its_retry_budget_is_retried_without_a_second_export(stack: Any) -> None:
+    emulator = stack.emulator
+    page_id, ds = "778002", "2026-11-22"
+    # Five 503 answers outlast the hook's four retries: the first try fails after the export finished.
+    emulator.inject("download_export", status=503, times=5, retry_after=0)
+    run_id = stack.trigger(DAG_ID, logical_date=f"{ds}T00:00:00Z", conf={"page_id": page_id})
+
+    state = stack.wait_for_run(DAG_ID, run_id, timeout=300)
+
+    exports = [e for e in emulator.exports.values() if e.page_id == page_id]
+    assert state == "success" and len(exports) == 1, (state, len(exports))
+    with stack.session() as http:
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{TASK_ID}/tries"
+        tries = http.get(f"{stack.api_url}{path}", timeout=30).json()["task_instances"]
+    assert sorted(ti["try_number"] for ti in tries) == [1, 2]
+    landed = stack.output_dir / ds / f"page-{page_id}.pdf"
+    assert hashlib.sha256(landed.read_bytes()).hexdigest() == emulator.artifact_sha256

@@ -19,7 +19,7 @@ def test_sensor_defaults_suit_exports_that_take_minutes(dag):
     sensor = ContentExporterExportSensor(task_id="w", export_hash="abc", dag=dag)
     assert sensor.mode == "reschedule"
     assert sensor.poke_interval == 30 and sensor.timeout == timedelta(hours=2).total_seconds()
-    assert ContentExporterExportSensor.template_fields == ("export_hash",)
+    assert ContentExporterExportSensor.template_fields == ("export_hash", "content_exporter_conn_id")
 
 
 def test_sensor_rejects_an_empty_hash_without_calling_the_service(dag):
