@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 OURS_MODULES = (
     "airflow_provider_cex.operators.content_exporter",
+    "airflow_provider_cex.operators.export",
     "airflow_provider_cex.sensors.content_exporter",
 )
 HTTP_MODULES = ("airflow.providers.http.operators.http",)
