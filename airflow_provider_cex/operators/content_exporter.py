@@ -156,7 +156,46 @@ class ContentExporterStartExportOperator(BaseOperator):
         return export_hash
 
 
-class ContentExporterDownloadExportOperator(BaseOperator):
+class SavesExport:
+    """What both operators that download do: save the file, report it, clean up when killed.
+
+    Expects ``task_id``, ``content_exporter_conn_id``, ``overwrite``, ``output_conn_id``, ``fsync``,
+    ``log`` and ``outlets`` on the operator.
+    """
+
+    _hook: ContentExporterHook | None = None  # set while downloading, for on_kill
+
+    def _save_export(self, export_hash: str, output: str, context: Context) -> str:
+        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+        from airflow_provider_cex.operators.destinations import save_export
+
+        op: Any = self
+        self._hook = ContentExporterHook(content_exporter_conn_id=op.content_exporter_conn_id)
+        try:
+            with self._hook as hook:
+                final, meta = save_export(
+                    hook,
+                    export_hash,
+                    output,
+                    overwrite=op.overwrite,
+                    output_conn_id=op.output_conn_id,
+                    fsync=op.fsync,
+                    log=op.log,
+                )
+        except FileExistsError as err:
+            raise AirflowFailException(f"{op.task_id}: {err}") from None
+        finally:
+            self._hook = None
+        report_file(context, op.outlets, meta)
+        return final
+
+    def on_kill(self) -> None:
+        """Remove the partial download when the task is killed (the rename never happens)."""
+        if self._hook is not None:
+            self._hook.abort_downloads()
+
+
+class ContentExporterDownloadExportOperator(SavesExport, BaseOperator):
     """
     Download a finished export's file to a local path or to object storage, never leaving a partial file.
 
@@ -216,7 +255,6 @@ class ContentExporterDownloadExportOperator(BaseOperator):
         self.overwrite = overwrite
         self.output_conn_id = output_conn_id
         self.fsync = fsync
-        self._hook: ContentExporterHook | None = None  # set while downloading, for on_kill
 
     @property
     def durable(self) -> bool:
@@ -224,8 +262,6 @@ class ContentExporterDownloadExportOperator(BaseOperator):
         return self.fsync
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-        from airflow_provider_cex.operators.destinations import save_export
         from airflow_provider_cex.protocol import validate_export_hash
 
         try:
@@ -233,29 +269,7 @@ class ContentExporterDownloadExportOperator(BaseOperator):
         except ValueError as err:
             raise AirflowFailException(f"{self.task_id}: {err}") from None
         output = output_or_fail(self.task_id, self.output_path)
-        self._hook = ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id)
-        try:
-            with self._hook as hook:
-                final, meta = save_export(
-                    hook,
-                    export_hash,
-                    output,
-                    overwrite=self.overwrite,
-                    output_conn_id=self.output_conn_id,
-                    fsync=self.fsync,
-                    log=self.log,
-                )
-        except FileExistsError as err:
-            raise AirflowFailException(f"{self.task_id}: {err}") from None
-        finally:
-            self._hook = None
-        report_file(context, self.outlets, meta)
-        return final
-
-    def on_kill(self) -> None:
-        """Remove the partial download when the task is killed (the rename never happens)."""
-        if self._hook is not None:
-            self._hook.abort_downloads()
+        return self._save_export(export_hash, output, context)
 
 
 def output_or_fail(task_id: str, output_path: Any) -> str:

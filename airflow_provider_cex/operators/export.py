@@ -22,10 +22,10 @@ from airflow_provider_cex import DEFAULT_CONN_ID
 from airflow_provider_cex.operators.content_exporter import (
     CONFLUENCE_PAGE_XCOM_KEY,
     ConfluencePageLink,
+    SavesExport,
     is_templated,
     output_or_fail,
     parse_export_body,
-    report_file,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ _CAN_RESUME = not ResumableJobMixin.__module__.endswith("_resumable_job_mixin")
 RUNNING, DONE, FAILED, GONE = "RUNNING", "DONE", "FAILED", "GONE"
 
 
-class ContentExporterExportOperator(ResumableJobMixin, BaseOperator):
+class ContentExporterExportOperator(SavesExport, ResumableJobMixin, BaseOperator):
     """
     Export a Confluence page tree to a file in one task: start, wait until 100 %, download.
 
@@ -125,7 +125,6 @@ class ContentExporterExportOperator(ResumableJobMixin, BaseOperator):
         self.content_exporter_conn_id = content_exporter_conn_id
         self._export_body_source = export_body if isinstance(export_body, str) else None
         self._result: tuple[str, str] | None = None  # (export hash, final path) once downloaded
-        self._hook: ContentExporterHook | None = None  # set while downloading, for on_kill
         if isinstance(page_id, (str, int)) and not is_templated(page_id):
             from airflow_provider_cex.protocol import validate_page_id
 
@@ -152,10 +151,6 @@ class ContentExporterExportOperator(ResumableJobMixin, BaseOperator):
 
         done = raise_for_event(event, soft_fail=self.soft_fail)
         return self._download(str(done["export_hash"]), context)
-
-    def on_kill(self) -> None:
-        if self._hook is not None:
-            self._hook.abort_downloads()
 
     # ------------------------------------------------------------------ ResumableJobMixin
 
@@ -290,25 +285,7 @@ class ContentExporterExportOperator(ResumableJobMixin, BaseOperator):
         )
 
     def _download(self, export_hash: str, context: Context) -> str:
-        from airflow_provider_cex.operators.destinations import save_export
-
-        self._hook = self._new_hook()
-        try:
-            with self._hook as hook:
-                final, meta = save_export(
-                    hook,
-                    export_hash,
-                    output_or_fail(self.task_id, self.output_path),
-                    overwrite=self.overwrite,
-                    output_conn_id=self.output_conn_id,
-                    fsync=self.fsync,
-                    log=self.log,
-                )
-        except FileExistsError as err:
-            raise AirflowFailException(f"{self.task_id}: {err}") from None
-        finally:
-            self._hook = None
-        report_file(context, self.outlets, meta)
+        final = self._save_export(export_hash, output_or_fail(self.task_id, self.output_path), context)
         self._result = (export_hash, final)
         return final
 
