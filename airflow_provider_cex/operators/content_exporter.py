@@ -83,7 +83,46 @@ def report_file(context: Context, outlets: Any, meta: dict[str, Any]) -> None:
         )
 
 
-class ContentExporterStartExportOperator(BaseOperator):
+class StartsExport:
+    """What both operators that start an export do: validate, push the Confluence link, start once.
+
+    Expects ``task_id``, ``page_id``, ``export_body``, ``_export_body_source`` and
+    ``content_exporter_conn_id`` on the operator.
+    """
+
+    def _validated_page_id(self) -> str:
+        from airflow_provider_cex.protocol import validate_page_id
+
+        op: Any = self
+        try:
+            return validate_page_id(op.page_id)
+        except ValueError as err:
+            raise AirflowFailException(f"{op.task_id}: {err}") from None
+
+    def _start_export(self, context: Context) -> str:
+        """Start the export and return its hash; a start whose answer was lost fails for good."""
+        from airflow_provider_cex.exceptions import ContentExporterStartUncertainError
+        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+
+        op: Any = self
+        page_id = self._validated_page_id()
+        body = parse_export_body(op.task_id, op.export_body, op._export_body_source)
+        with ContentExporterHook(content_exporter_conn_id=op.content_exporter_conn_id) as hook:
+            if hook.settings.confluence_url:
+                from airflow_provider_cex.protocol import confluence_page_url
+
+                url = confluence_page_url(hook.settings.confluence_url, page_id)
+                context["ti"].xcom_push(key=CONFLUENCE_PAGE_XCOM_KEY, value=url)
+            try:
+                export_hash = hook.start_export(page_id, body)
+            except ContentExporterStartUncertainError as err:
+                # An Airflow retry could start a second export of the same tree: fail for good instead.
+                raise AirflowFailException(f"{op.task_id}: {err}") from None
+        op.log.info("Started an export of Confluence page %s: hash %s", page_id, export_hash)
+        return export_hash
+
+
+class ContentExporterStartExportOperator(StartsExport, BaseOperator):
     """
     Start a Content Exporter export of a Confluence page (and its tree); return the export hash.
 
@@ -124,36 +163,11 @@ class ContentExporterStartExportOperator(BaseOperator):
 
             validate_page_id(page_id)  # a literal bad page id fails at DAG parse, not at 2 a.m.
 
-    def _validated_page_id(self) -> str:
-        from airflow_provider_cex.protocol import validate_page_id
-
-        try:
-            return validate_page_id(self.page_id)
-        except ValueError as err:
-            raise AirflowFailException(f"{self.task_id}: {err}") from None
-
     def _parsed_export_body(self) -> dict[str, Any] | None:
         return parse_export_body(self.task_id, self.export_body, self._export_body_source)
 
     def execute(self, context: Context) -> str:
-        page_id = self._validated_page_id()
-        body = self._parsed_export_body()
-        from airflow_provider_cex.exceptions import ContentExporterStartUncertainError
-        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-
-        with ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id) as hook:
-            if hook.settings.confluence_url:
-                from airflow_provider_cex.protocol import confluence_page_url
-
-                url = confluence_page_url(hook.settings.confluence_url, page_id)
-                context["ti"].xcom_push(key=CONFLUENCE_PAGE_XCOM_KEY, value=url)
-            try:
-                export_hash = hook.start_export(page_id, body)
-            except ContentExporterStartUncertainError as err:
-                # An Airflow retry could start a second export of the same tree: fail for good instead.
-                raise AirflowFailException(f"{self.task_id}: {err}") from None
-        self.log.info("Started export of Confluence page %s: hash %s", page_id, export_hash)
-        return export_hash
+        return self._start_export(context)
 
 
 class SavesExport:

@@ -20,12 +20,11 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 from airflow_provider_cex.operators.content_exporter import (
-    CONFLUENCE_PAGE_XCOM_KEY,
     ConfluencePageLink,
     SavesExport,
+    StartsExport,
     is_templated,
     output_or_fail,
-    parse_export_body,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +38,7 @@ _CAN_RESUME = not ResumableJobMixin.__module__.endswith("_resumable_job_mixin")
 RUNNING, DONE, FAILED, GONE = "RUNNING", "DONE", "FAILED", "GONE"
 
 
-class ContentExporterExportOperator(SavesExport, ResumableJobMixin, BaseOperator):
+class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin, BaseOperator):
     """
     Export a Confluence page tree to a file in one task: start, wait until 100 %, download.
 
@@ -155,22 +154,8 @@ class ContentExporterExportOperator(SavesExport, ResumableJobMixin, BaseOperator
     # ------------------------------------------------------------------ ResumableJobMixin
 
     def submit_job(self, context: Context) -> str:
-        from airflow_provider_cex.exceptions import ContentExporterStartUncertainError
-
-        page_id = self._validated_page_id()
-        body = parse_export_body(self.task_id, self.export_body, self._export_body_source)
-        with self._new_hook() as hook:
-            if hook.settings.confluence_url:
-                from airflow_provider_cex.protocol import confluence_page_url
-
-                url = confluence_page_url(hook.settings.confluence_url, page_id)
-                context["ti"].xcom_push(key=CONFLUENCE_PAGE_XCOM_KEY, value=url)
-            try:
-                export_hash = hook.start_export(page_id, body)
-            except ContentExporterStartUncertainError as err:
-                raise AirflowFailException(f"{self.task_id}: {err}") from None
+        export_hash = self._start_export(context)
         context["ti"].xcom_push(key="export_hash", value=export_hash)
-        self.log.info("Started a new export of Confluence page %s: hash %s", page_id, export_hash)
         return export_hash
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
@@ -262,14 +247,6 @@ class ContentExporterExportOperator(SavesExport, ResumableJobMixin, BaseOperator
         from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
 
         return ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id)
-
-    def _validated_page_id(self) -> str:
-        from airflow_provider_cex.protocol import validate_page_id
-
-        try:
-            return validate_page_id(self.page_id)
-        except ValueError as err:
-            raise AirflowFailException(f"{self.task_id}: {err}") from None
 
     def _defer(self, export_hash: str) -> None:
         from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
