@@ -10,7 +10,7 @@ import contextlib
 import mimetypes
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 from collections.abc import Iterator
 from email.message import Message
@@ -118,7 +118,7 @@ class TempFiles:
         """
         folder = os.path.dirname(os.path.abspath(final))
         os.makedirs(folder, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(final)[:60]}.", suffix=".part", dir=folder)
+        fd, temp = create_temp_file(folder, os.path.basename(final))
         self._paths.add(temp)
         renamed = False
         try:
@@ -142,6 +142,28 @@ class TempFiles:
         for path in list(self._paths):
             remove_quietly(path)
             self._paths.discard(path)
+
+
+#: Flags for a new temp file: never follow or reuse an existing name, and not inherited by children.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def create_temp_file(folder: str, final_name: str) -> tuple[int, str]:
+    """Create a new, uniquely named ``.<final_name>.<random>.part`` in ``folder``; return ``(fd, path)``.
+
+    Unlike :func:`tempfile.mkstemp` (always ``0600``), the file is created with mode ``0666`` filtered by
+    the process umask (and a default ACL, where the folder has one), so the renamed file has the mode any
+    normally created file would have (``curl -o`` or ``open(path, "w")``) and other users can read it as
+    the umask allows. ``O_EXCL`` keeps the name exclusive, as mkstemp does.
+    """
+    prefix = os.path.join(folder, f".{final_name[:60]}.")
+    for _ in range(100):
+        path = f"{prefix}{secrets.token_hex(6)}.part"
+        try:
+            return os.open(path, _CREATE_FLAGS, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not create a unique temporary file beside {final_name!r} in {folder}.")
 
 
 def fsync_folder(folder: str) -> None:
