@@ -241,6 +241,7 @@ class ContentExporterHook(BaseHook):
         overwrite: bool = True,
         *,
         durable: bool = False,
+        report_lineage: bool = True,
     ) -> DownloadedExport:
         """Stream the exported file to ``destination``, atomically.
 
@@ -255,6 +256,9 @@ class ContentExporterHook(BaseHook):
         :param overwrite: replace an existing file (default); ``False`` fails instead.
         :param durable: ``fsync`` the file (and its folder) before and after the rename, so
             a machine crash right after the task cannot leave an empty file.
+        :param report_lineage: tell Airflow's hook lineage collector about the file (an output asset
+            ``file://<path>`` with its size and sha256); ``False`` for a staging copy that is uploaded
+            elsewhere, whose final URI is reported instead.
         """
         export_hash = validate_export_hash(export_hash)
         dest = os.fspath(destination)
@@ -287,6 +291,10 @@ class ContentExporterHook(BaseHook):
         self.log.info(
             "Downloaded export %s to %s (%d bytes, sha256 %s)", export_hash, result.path, size, digest
         )
+        if report_lineage:
+            from airflow_provider_cex.lineage import output_uri, report_hook_output
+
+            report_hook_output(self, output_uri(result.path), size, digest)
         return result
 
     def abort_downloads(self) -> None:

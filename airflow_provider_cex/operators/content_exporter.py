@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+    from airflow_provider_cex.lineage import ExportLineage
 
 #: XCom key under which the download operator pushes the file's metadata.
 EXPORT_FILE_XCOM_KEY = "export_file"
@@ -70,17 +71,32 @@ def parse_export_body(task_id: str, body: Any, source: str | None) -> dict[str, 
 
 
 def report_file(context: Context, outlets: Any, meta: dict[str, Any]) -> None:
-    """Push the file's metadata to XCom (``export_file``) and onto the asset events of the outlets."""
+    """Push the file's metadata to XCom (``export_file``) and onto the asset events of the outlets.
+
+    An ``Asset`` outlet's event gets the size and sha256 in its ``extra``. An ``AssetAlias`` outlet gets an
+    event for ``Asset(<final URI>)`` (``file:///…``, ``s3://bucket/key``), the name known only now, so a
+    DAG scheduled on that asset runs when the file lands.
+    """
     context["ti"].xcom_push(key=EXPORT_FILE_XCOM_KEY, value=meta)
     outlet_events = context.get("outlet_events")
     if outlet_events is None:
         return
+    extra = {"sha256": meta["sha256"], "size_bytes": meta["size_bytes"], "filename": meta["filename"]}
     for outlet in outlets or []:
-        if not hasattr(outlet, "uri"):
-            continue  # not an Asset/Dataset (e.g. an AssetAlias)
-        outlet_events[outlet].extra.update(
-            {"sha256": meta["sha256"], "size_bytes": meta["size_bytes"], "filename": meta["filename"]}
-        )
+        if hasattr(outlet, "uri"):  # an Asset (a Dataset on Airflow 2)
+            outlet_events[outlet].extra.update(extra)
+        elif _is_asset_alias(outlet):
+            from airflow.providers.common.compat.sdk import Asset
+
+            from airflow_provider_cex.lineage import output_uri
+
+            outlet_events[outlet].add(Asset(output_uri(meta["path"])), extra=extra)
+
+
+def _is_asset_alias(outlet: Any) -> bool:
+    from airflow.providers.common.compat.sdk import AssetAlias
+
+    return isinstance(outlet, AssetAlias)
 
 
 class StartsExport:
@@ -167,7 +183,28 @@ class ContentExporterStartExportOperator(StartsExport, BaseOperator):
         return parse_export_body(self.task_id, self.export_body, self._export_body_source)
 
     def execute(self, context: Context) -> str:
-        return self._start_export(context)
+        export_hash = self._start_export(context)
+        from airflow_provider_cex.lineage import EXPORT_PAGE_XCOM_KEY
+
+        # Which page this hash belongs to, for the download task's lineage.
+        self._lineage_page = self._validated_page_id()
+        page = {"export_hash": export_hash, "page_id": self._lineage_page}
+        context["ti"].xcom_push(key=EXPORT_PAGE_XCOM_KEY, value=page)
+        return export_hash
+
+    _lineage_page: str | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the task read the Confluence page (namespace: the ``confluence_url`` extra or URL)."""
+        from airflow_provider_cex.openlineage_facets import export_lineage, start_lineage
+
+        if self._lineage_page is None:
+            return export_lineage(None)
+        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+        from airflow_provider_cex.lineage import page_namespace
+
+        settings = ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id).settings
+        return start_lineage(page_namespace(settings), self._lineage_page)
 
 
 class SavesExport:
@@ -178,6 +215,17 @@ class SavesExport:
     """
 
     _hook: ContentExporterHook | None = None  # set while downloading, for on_kill
+    _export_lineage: ExportLineage | None = None  # set once the file landed, for OpenLineage
+
+    def _page_id_for_lineage(self, export_hash: str, context: Context) -> str | None:
+        """The exported page's id: from the start task upstream that produced ``export_hash`` (its XCom).
+
+        Read here, while the task runs: OpenLineage's listener calls the facets method in a forked
+        process where XCom reads can hang. The one-task operator knows its page and overrides this.
+        """
+        from airflow_provider_cex.lineage import page_of
+
+        return page_of(self, context["ti"], export_hash)
 
     def _save_export(self, export_hash: str, output: str, context: Context) -> str:
         from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
@@ -196,12 +244,25 @@ class SavesExport:
                     fsync=op.fsync,
                     log=op.log,
                 )
+                from airflow_provider_cex.lineage import describe
+
+                page_id = self._page_id_for_lineage(export_hash, context)
+                self._export_lineage = describe(hook.settings, page_id, export_hash, meta)
         except FileExistsError as err:
             raise AirflowFailException(f"{op.task_id}: {err}") from None
         finally:
             self._hook = None
         report_file(context, op.outlets, meta)
         return final
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the Confluence page in (when known), the file or object out, with size and sha256.
+
+        The download operator knows the page when a start task upstream produced its hash.
+        """
+        from airflow_provider_cex.openlineage_facets import export_lineage
+
+        return export_lineage(self._export_lineage)
 
     def on_kill(self) -> None:
         """Remove the partial download when the task is killed (the rename never happens)."""

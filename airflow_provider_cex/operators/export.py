@@ -261,6 +261,9 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
             method_name="execute_complete",
         )
 
+    def _page_id_for_lineage(self, export_hash: str, context: Context) -> str | None:
+        return self._validated_page_id()
+
     def _download(self, export_hash: str, context: Context) -> str:
         final = self._save_export(export_hash, output_or_fail(self.task_id, self.output_path), context)
         self._result = (export_hash, final)
