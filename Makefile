@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv==0.13.9
-	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -r requirements-dev.txt -e '.[emulator]'
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -r requirements-dev.txt -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,7 +30,7 @@ AF2_STAMP := $(AF2_VENV)/.installed
 $(AF2_STAMP): pyproject.toml requirements-af2.txt
 	test -x $(AF2_BIN)/python || $(PYTHON) -m venv $(AF2_VENV)
 	$(AF2_BIN)/python -m pip install -q uv==0.13.9
-	$(AF2_BIN)/uv pip install -q --python $(AF2_BIN)/python --compile-bytecode -r requirements-af2.txt -e '.[emulator]'
+	$(AF2_BIN)/uv pip install -q --python $(AF2_BIN)/python --compile-bytecode -r requirements-af2.txt -e .
 	touch $(AF2_STAMP)
 
 test-af2: $(AF2_STAMP)

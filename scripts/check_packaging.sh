@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Packaging check: build the sdist and wheel, validate them, and install each into a clean venv outside the
-# repo to prove the provider works from the artifacts alone (not from the source tree).
+# Packaging check: build the sdist and wheel, validate them (twine; name, classifiers, PEP 639 license and the
+# LICENSE file, project URLs, extras, entry point, contents of both), and install each into a clean venv outside
+# the repo to prove the provider works from the artifacts alone (not from the source tree): the wheel without
+# extras (Airflow lists the provider, its doc URL is the vendor's page, the emulator serves), the sdist with
+# [openlineage,s3].
 #
 #   bash scripts/check_packaging.sh        # from the repo root, after `make` has created .venv
 #
@@ -14,6 +17,8 @@ TWINE_VERSION=7.0.0
 # The build backend is pinned too (as a constraint on build-system.requires) so the artifacts are
 # reproducible; override with HATCHLING_VERSION=... if pyproject.toml needs a newer one.
 HATCHLING_VERSION=${HATCHLING_VERSION:-1.33.0}
+# The vendor's Remote API page: the Documentation URL in the metadata and the provider info's external-doc-url.
+VENDOR_DOC_URL="https://docs.meta-inf.hu/content-exporter-confluence/user-guides/before-exporting/remote-api-cloud-only"
 
 START=$SECONDS
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -94,14 +99,19 @@ ok "twine check --strict passed for both artifacts (twine $TWINE_VERSION)"
 
 # --- 3. metadata and contents -----------------------------------------------------------------------------
 # Prints one ok/FAIL line per check and writes the wheel's version to $WORK/version.
-"$TOOLS/bin/python" - "$WHEEL" "$SDIST" "$WORK/version" <<'PY' ||
+"$TOOLS/bin/python" - "$WHEEL" "$SDIST" "$WORK/version" "$REPO/LICENSE" "$VENDOR_DOC_URL" <<'PY' ||
 import configparser
 import email.parser
 import sys
 import tarfile
 import zipfile
 
-wheel_path, sdist_path, version_file = sys.argv[1:4]
+from packaging.requirements import Requirement  # installed with build
+
+wheel_path, sdist_path, version_file, license_path, vendor_doc_url = sys.argv[1:6]
+REPO_URL = "https://github.com/airflow-provider-cex/airflow-provider-cex"
+with open(license_path, "rb") as f:
+    license_text = f.read()
 failed = False
 
 
@@ -124,13 +134,73 @@ with zipfile.ZipFile(wheel_path) as whl:
     meta = email.parser.Parser().parsestr(whl.read(f"{dist_info}/METADATA").decode())
     ep_file = f"{dist_info}/entry_points.txt"
     entry_points_txt = whl.read(ep_file).decode() if ep_file in names else ""
+    wheel_license_file = f"{dist_info}/licenses/LICENSE"
+    wheel_license = whl.read(wheel_license_file) if wheel_license_file in names else None
 
 version = meta["Version"]
 check(meta["Name"] == "airflow-provider-cex", "wheel metadata Name is airflow-provider-cex", f"got {meta['Name']!r}")
 classifiers = meta.get_all("Classifier") or []
 for wanted in ("Framework :: Apache Airflow :: Provider", "Typing :: Typed"):
     check(wanted in classifiers, f"wheel has classifier '{wanted}'", "add it to [project] classifiers")
-check("emulator" in (meta.get_all("Provides-Extra") or []), "wheel provides the [emulator] extra")
+
+# License (PEP 639): the SPDX expression, and the full text shipped in the wheel's .dist-info/licenses/.
+check(
+    meta["License-Expression"] == "Apache-2.0",
+    "wheel metadata License-Expression is Apache-2.0",
+    f"got {meta['License-Expression']!r}",
+)
+check(
+    "LICENSE" in (meta.get_all("License-File") or []),
+    "wheel metadata has License-File: LICENSE",
+    f"got {meta.get_all('License-File')!r}",
+)
+check(
+    wheel_license == license_text,
+    f"wheel contains {dist_info}/licenses/LICENSE, identical to the repo's LICENSE",
+    "missing" if wheel_license is None else "content differs",
+)
+check(b"Apache License" in license_text and b"Version 2.0, January 2004" in license_text,
+      "LICENSE is the Apache License 2.0 text")
+
+# Project URLs: Source, Changelog, Issues on the repository; Documentation = the vendor's Remote API page.
+urls = dict(
+    (label.strip(), url.strip())
+    for label, _, url in (line.partition(",") for line in meta.get_all("Project-URL") or [])
+)
+expected_urls = {
+    "Source": REPO_URL,
+    "Changelog": f"{REPO_URL}/blob/main/CHANGELOG.md",
+    "Issues": f"{REPO_URL}/issues",
+    "Documentation": vendor_doc_url,
+}
+for label, url in expected_urls.items():
+    check(urls.get(label) == url, f"wheel metadata Project-URL: {label}, {url}", f"got {urls.get(label)!r}")
+
+# Extras: openlineage and s3 exist; emulator is gone (it installed nothing: aiohttp is a runtime dependency).
+extras = meta.get_all("Provides-Extra") or []
+requires = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
+
+
+def extra_requires(extra):
+    """(name, extras) of the requirements that only the extra brings in."""
+    return {
+        (r.name, tuple(sorted(r.extras)))
+        for r in requires
+        if r.marker is not None and r.marker.evaluate({"extra": extra})
+        and not r.marker.evaluate({"extra": "no-such-extra"})
+    }
+
+
+for extra, wanted in (
+    ("openlineage", ("apache-airflow-providers-openlineage", ())),
+    ("s3", ("apache-airflow-providers-amazon", ("s3fs",))),
+):
+    check(
+        extra in extras and wanted in extra_requires(extra),
+        f"wheel provides the [{extra}] extra ({wanted[0]}{'[' + ','.join(wanted[1]) + ']' if wanted[1] else ''})",
+        f"Provides-Extra {extras}, requirements of the extra {sorted(extra_requires(extra))}",
+    )
+check("emulator" not in extras, "wheel has no [emulator] extra (the emulator needs none)", f"got {extras}")
 
 ep = configparser.ConfigParser(delimiters=("=",))
 ep.optionxform = str  # keep the case of entry point names
@@ -163,6 +233,8 @@ check(root == f"airflow_provider_cex-{version}", f"sdist root directory is airfl
 relative = {m.split("/", 1)[1] for m in members if "/" in m}
 for required in (
     "README.md",
+    "CHANGELOG.md",
+    "LICENSE",
     "pyproject.toml",
     "PKG-INFO",
     "airflow_provider_cex/__init__.py",
@@ -171,6 +243,9 @@ for required in (
     "airflow_provider_cex/emulator/__main__.py",
 ):
     check(required in relative, f"sdist contains {required}")
+with tarfile.open(sdist_path) as sdist:
+    member = sdist.extractfile(f"{root}/LICENSE") if "LICENSE" in relative else None
+    check(member is not None and member.read() == license_text, "sdist LICENSE is identical to the repo's LICENSE")
 
 if failed:
     sys.exit(1)
@@ -194,13 +269,14 @@ clean_env() {
     exec "$@"
 }
 
-# Install an artifact (with the [emulator] extra) into a new venv and check the import comes from that venv.
+# Install an artifact (with the extras in $4, e.g. "[openlineage,s3]", or none) into a new venv and check the
+# import comes from that venv.
 install_and_import() {
-    local label=$1 venv=$2 artifact=$3
+    local label=$1 venv=$2 artifact=$3 extras=${4:-}
     run_logged "create the $label venv" "$WORK/$label-venv.log" "$UV" venv -q --python "$PY" "$venv"
-    run_logged "install the $label with [emulator] ($AIRFLOW_PIN)" "$WORK/$label-install.log" \
+    run_logged "install the $label${extras:+ with $extras} ($AIRFLOW_PIN)" "$WORK/$label-install.log" \
         "$UV" pip install -q --python "$venv/bin/python" --compile-bytecode \
-        -c "$CONSTRAINTS" --build-constraint "$BUILD_CONSTRAINTS" "airflow-provider-cex[emulator] @ file://$artifact"
+        -c "$CONSTRAINTS" --build-constraint "$BUILD_CONSTRAINTS" "airflow-provider-cex$extras @ file://$artifact"
     local out
     out=$(clean_env "$venv/bin/python" -c \
         'import airflow_provider_cex as p, os; print(p.__version__, os.path.realpath(p.__file__))' 2>&1) ||
@@ -215,10 +291,10 @@ install_and_import() {
     case "$file" in
         "$REPO"/*) fail "$label: airflow_provider_cex was imported from the repo ($file)" ;;
     esac
-    ok "$label installed into a clean venv with $AIRFLOW_PIN; imports $got_version from the venv, not the repo"
+    ok "$label${extras:+ with $extras} installed into a clean venv with $AIRFLOW_PIN; imports $got_version from the venv, not the repo"
 }
 
-# --- 4. wheel in a clean venv: import, Airflow sees the provider, the emulator serves ----------------------
+# --- 4. wheel (no extras) in a clean venv: import, Airflow sees the provider, the emulator serves ----------
 V1="$WORK/venv-wheel"
 install_and_import wheel "$V1" "$WHEEL"
 
@@ -227,6 +303,13 @@ providers=$(clean_env "$V1/bin/airflow" providers list -o plain 2>&1) ||
 grep -Eq "^airflow-provider-cex[[:space:]].*[[:space:]]$VERSION[[:space:]]*$" <<<"$providers" ||
     { echo "$providers" | tail -n 40 >&2; fail "'airflow providers list' does not show airflow-provider-cex $VERSION"; }
 ok "airflow providers list shows airflow-provider-cex $VERSION"
+
+doc_url=$(clean_env "$V1/bin/python" -c \
+    'from airflow_provider_cex import get_provider_info as g; print(*{i["external-doc-url"] for i in g()["integrations"]})' 2>&1) ||
+    fail "reading the provider info's external-doc-url failed: $doc_url"
+[[ $doc_url == "$VENDOR_DOC_URL" ]] ||
+    fail "provider info external-doc-url is '$doc_url', expected the vendor's Remote API page $VENDOR_DOC_URL"
+ok "provider info external-doc-url is the vendor's Remote API page"
 
 hooks=$(clean_env "$V1/bin/airflow" providers hooks -o plain 2>&1) ||
     { echo "$hooks" | tail -n 40 >&2; fail "'airflow providers hooks' failed"; }
@@ -258,7 +341,14 @@ EMU_PID=""
 [[ $emu_rc -eq 0 ]] || { cat "$EMU_ERR" >&2; fail "the emulator exited with status $emu_rc on SIGTERM"; }
 ok "python -m airflow_provider_cex.emulator served on $URL: progress without a key -> 401; stopped cleanly by PID"
 
-# --- 5. sdist in a second clean venv (uv builds the wheel from the sdist) ---------------------------------
-install_and_import sdist "$WORK/venv-sdist" "$SDIST"
+# --- 5. sdist with [openlineage,s3] in a second clean venv (uv builds the wheel from the sdist) ------------
+# The extras resolve with the pinned Airflow and bring what they promise: the OpenLineage provider, and the
+# amazon provider with s3fs (what ObjectStoragePath needs for s3:// output paths).
+V2="$WORK/venv-sdist"
+install_and_import sdist "$V2" "$SDIST" "[openlineage,s3]"
+out=$(clean_env "$V2/bin/python" -c \
+    'import airflow.providers.openlineage, airflow.providers.amazon, s3fs; print("imported")' 2>&1) ||
+    fail "the [openlineage,s3] extras did not install importable packages: $out"
+ok "extras [openlineage,s3] installed: airflow.providers.openlineage, airflow.providers.amazon and s3fs import"
 
 echo "packaging check passed ($((SECONDS - START)) s)"
