@@ -36,6 +36,7 @@ from airflow_provider_cex.protocol import (
     parse_progress,
     snippet,
 )
+from airflow_provider_cex.tls import tls_failure as tls_failure  # re-exported: both transports use it
 
 #: Bodies of JSON answers and errors are read up to this size: a hostile server cannot make us buffer more.
 MAX_SMALL_BODY = 1024 * 1024
@@ -428,13 +429,6 @@ def network_failure(call: Call, reason: str, *, surely_not_sent: bool) -> Except
     return ContentExporterStartUncertainError(
         f"Could not {call}: {reason}. The request may have reached the server and started the "
         f"export, so it was not repeated: {START_UNCERTAIN_ADVICE}"
-    )
-
-
-def tls_failure(call: Call, settings: ConnectionSettings) -> ContentExporterError:
-    return ContentExporterError(
-        f"Could not {call}: TLS verification failed for {settings.base_url}. If the service "
-        "uses a private CA, set the connection extra 'verify' to the CA bundle's path."
     )
 
 

@@ -1,7 +1,7 @@
 """A local emulator of the Content Exporter Remote API, for tests, the demo and benchmarks (never at runtime).
 
 Only aiohttp, the standard library and :mod:`airflow_provider_cex.endpoints` (which imports nothing) are
-imported, never Airflow or the rest of this package.
+imported, never Airflow or the rest of this package; ``cryptography`` too, but only when serving HTTPS.
 """
 
 from .artifacts import Artifact, build_sample_pdf, deterministic_blocks

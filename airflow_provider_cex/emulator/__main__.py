@@ -1,7 +1,9 @@
 """Command line entry point: ``python -m airflow_provider_cex.emulator`` serves until SIGTERM or SIGINT.
 
 It prints one line, ``Content Exporter emulator listening on http://HOST:PORT``, once it is listening; the
-access log goes to stderr and never contains the API key.
+access log goes to stderr and never contains the API key. With ``--tls`` the URL is ``https://`` and a
+second line follows, ``CA bundle: PATH``: the PEM file of the throwaway CA that issued the server's
+certificate (for the connection extra ``verify``), removed when the emulator stops.
 
 To serve many concurrent keep-alive clients (benchmarks run 1,000), it raises its soft open-file limit to the
 hard limit at start; the listen backlog is :data:`~airflow_provider_cex.emulator.lifecycle.LISTEN_BACKLOG`.
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from .server import DEFAULT_FAILURE_MESSAGE, DEMO_API_KEY, ContentExporterEmulator, is_loopback_host
+from .tls import DEFAULT_TLS_NAMES
 
 API_KEY_ENV = "CEX_EMULATOR_API_KEY"
 
@@ -67,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--artifact-dir", default=None, help="where to create the temporary artifact directory"
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a certificate from a throwaway CA made at start; prints the CA bundle's path",
+    )
+    parser.add_argument(
+        "--tls-name",
+        dest="tls_names",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="host name or IP address the certificate is valid for (repeatable; default 127.0.0.1 and "
+        "localhost); needs --tls",
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log")
     return parser
 
@@ -94,6 +111,8 @@ async def _serve(emulator: ContentExporterEmulator, access_log: bool) -> None:
     await emulator.start_async(access_log=access_log)
     try:
         print(f"Content Exporter emulator listening on {emulator.base_url}", flush=True)
+        if emulator.ca_path is not None:
+            print(f"CA bundle: {emulator.ca_path}", flush=True)
         await stop.wait()
     finally:
         await emulator.stop_async()
@@ -112,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--export-seconds-spread must be >= 0")
     if args.artifact_bytes is not None and args.artifact_bytes < 0:
         parser.error("--artifact-bytes must be >= 0")
+    if args.tls_names and not args.tls:
+        parser.error("--tls-name needs --tls")
+    if args.tls_names and not all(name.strip() for name in args.tls_names):
+        parser.error("--tls-name must not be empty")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or DEMO_API_KEY
     raise_open_file_limit()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -125,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail_page_ids=args.fail_pages,
         failure_message=args.fail_message,
         artifact_dir=args.artifact_dir,
+        tls=args.tls,
+        tls_names=args.tls_names or DEFAULT_TLS_NAMES,
     )
     try:
         asyncio.run(_serve(emulator, access_log=not args.quiet))

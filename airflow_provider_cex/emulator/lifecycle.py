@@ -1,7 +1,8 @@
 """Serving an aiohttp app on a loopback port: on the running event loop, or on a background thread.
 
-:class:`Listener` also owns the artifact directory (written at start, removed at stop) and can stop
-listening for a while and listen again on the same port (a refusal window).
+:class:`Listener` also owns the artifact directory and, when serving HTTPS, the TLS files (both written at
+start, removed at stop), and can stop listening for a while and listen again on the same port (a refusal
+window).
 """
 
 from __future__ import annotations
@@ -9,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .artifacts import Artifact, write_artifact
+
+if TYPE_CHECKING:
+    from .tls import TlsFiles
 
 LISTEN_BACKLOG = 2048
 """Listen queue length (aiohttp's default is 128), so a burst of ~1,000 connects cannot overflow the accept
@@ -29,6 +35,7 @@ class Listener:
 
     :param artifact_bytes: serve that many deterministic pseudo-random bytes; None serves a small valid PDF.
     :param artifact_dir: parent directory for the temporary artifact directory (default: system temp dir).
+    :param tls_names: serve HTTPS with a certificate for these names from a CA made at start; None: HTTP.
     """
 
     def __init__(
@@ -39,6 +46,7 @@ class Listener:
         make_app: Callable[[], web.Application],
         artifact_bytes: int | None,
         artifact_dir: Path | None,
+        tls_names: tuple[str, ...] | None = None,
     ) -> None:
         self._host = host
         self._requested_port = port
@@ -47,6 +55,9 @@ class Listener:
         self._artifact_parent = artifact_dir
         self._artifact: Artifact | None = None
         self._tmpdir: Path | None = None
+        self._tls_names = tls_names
+        self._tls: TlsFiles | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         """The bound port while running, else None."""
@@ -66,15 +77,31 @@ class Listener:
             raise RuntimeError("the emulator is not running, so it has no artifact")
         return self._artifact
 
-    # ---------------------------------------------------------------- artifact
+    @property
+    def ca_path(self) -> Path | None:
+        """The CA bundle clients must trust while serving HTTPS; None when serving plain HTTP."""
+        if self._tls_names is None:
+            return None
+        if self._tls is None:
+            raise RuntimeError("the emulator is not running, so it has no CA bundle")
+        return self._tls.ca_path
+
+    # ---------------------------------------------------------------- artifact and TLS files
 
     def _prepare_artifact(self) -> None:
         parent = self._artifact_parent
         tmpdir = Path(tempfile.mkdtemp(prefix="cex-emulator-", dir=str(parent) if parent else None))
         try:
             self._artifact = write_artifact(tmpdir, self._artifact_bytes)
+            if self._tls_names is not None:
+                from .tls import create_tls_files  # imports cryptography: only when TLS is asked for
+
+                self._tls = create_tls_files(self._tls_names, parent)
+                self._ssl_context = self._tls.server_context()
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
+            self._artifact = None
+            self._remove_tls()
             raise
         self._tmpdir = tmpdir
 
@@ -83,6 +110,13 @@ class Listener:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
         self._tmpdir = None
         self._artifact = None
+        self._remove_tls()
+
+    def _remove_tls(self) -> None:
+        if self._tls is not None:
+            self._tls.remove()
+        self._tls = None
+        self._ssl_context = None
 
     # ---------------------------------------------------------------- on the running loop
 
@@ -94,7 +128,13 @@ class Listener:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._requested_port, backlog=LISTEN_BACKLOG)
+            site = web.TCPSite(
+                runner,
+                self._host,
+                self._requested_port,
+                backlog=LISTEN_BACKLOG,
+                ssl_context=self._ssl_context,
+            )
             await site.start()
             addresses = runner.addresses
             if not addresses:
@@ -212,7 +252,12 @@ class Listener:
             try:
                 if self._runner is runner and self.port is not None:
                     site = web.TCPSite(
-                        runner, self._host, self.port, backlog=LISTEN_BACKLOG, reuse_address=True
+                        runner,
+                        self._host,
+                        self.port,
+                        backlog=LISTEN_BACKLOG,
+                        reuse_address=True,
+                        ssl_context=self._ssl_context,
                     )
                     await site.start()
             finally:

@@ -15,6 +15,10 @@ Spread completion times: ``export_seconds_spread=S`` makes each export take ``ex
 deterministic fraction of ``S`` derived from its page id (:func:`spread_fraction`, uniform over [0, S)), so a
 batch of exports finishes over a window instead of all at once, reproducibly across emulators and runs.
 
+HTTPS: ``tls=True`` serves TLS with a certificate for ``tls_names`` (default 127.0.0.1 and localhost)
+issued by a throwaway CA made at start (:mod:`.tls`); clients trust it through
+:attr:`ContentExporterEmulator.ca_path`.
+
 The emulator-only admin routes (``/_emulator/exports``, ``/_emulator/counts``, ``/openapi.json``) are
 described in :mod:`.app`.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from .model import (
     RequestRecord,
     spread_fraction,
 )
+from .tls import DEFAULT_TLS_NAMES, check_tls_names
 
 __all__ = [  # what other code imports from here; most of it lives in the modules named above
     "ADMIN_PATHS",
@@ -97,6 +102,11 @@ class ContentExporterEmulator:
     :param endpoints: path templates overriding :data:`DEFAULT_ENDPOINTS` (keys as there), like the
         connection extra ``endpoints``.
     :param artifact_dir: parent directory for the temporary artifact directory (default: system temp dir).
+    :param tls: serve HTTPS (``base_url`` starts with ``https://``) with a certificate issued by a throwaway
+        CA generated at start, whose PEM file is :attr:`ca_path`; the CA, certificate and key live in a
+        private temporary folder (mode 0700, beside the artifact's) removed on stop.
+    :param tls_names: host names and IP addresses the server certificate is valid for (its SANs), e.g.
+        ``("cex.example.invalid",)`` to test a name mismatch. Ignored without ``tls``.
     """
 
     def __init__(
@@ -112,6 +122,8 @@ class ContentExporterEmulator:
         failure_message: str = DEFAULT_FAILURE_MESSAGE,
         endpoints: Mapping[str, str] | None = None,
         artifact_dir: str | Path | None = None,
+        tls: bool = False,
+        tls_names: Sequence[str] = DEFAULT_TLS_NAMES,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
@@ -129,12 +141,14 @@ class ContentExporterEmulator:
             self._paths[name] = template
         self._model.fail_pages(fail_page_ids, failure_message)
         self._faults = FaultQueues()
+        self._tls = bool(tls)
         self._listener = Listener(
             host=self._host,
             port=port,
             make_app=self.make_app,
             artifact_bytes=artifact_bytes,
             artifact_dir=Path(artifact_dir) if artifact_dir is not None else None,
+            tls_names=check_tls_names(tls_names) if tls else None,
         )
         self._service = Service(
             api_key=api_key,
@@ -168,9 +182,22 @@ class ContentExporterEmulator:
 
     @property
     def base_url(self) -> str:
-        """``http://HOST:PORT`` without a trailing slash."""
+        """``http://HOST:PORT`` (``https://`` with ``tls``) without a trailing slash."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the emulator serves HTTPS."""
+        return self._tls
+
+    @property
+    def ca_path(self) -> str | None:
+        """Path of the PEM CA bundle that issued the server certificate (for the ``verify`` extra, or
+        ``ssl.create_default_context(cafile=...)``); None without ``tls``. It exists while the emulator runs.
+        """
+        path = self._listener.ca_path
+        return str(path) if path is not None else None
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -418,8 +445,13 @@ def run_emulator(
     endpoints: Mapping[str, str] | None = None,
     artifact_dir: str | Path | None = None,
     access_log: bool = False,
+    tls: bool = False,
+    tls_names: Sequence[str] = DEFAULT_TLS_NAMES,
 ) -> Iterator[ContentExporterEmulator]:
-    """Run a :class:`ContentExporterEmulator` on a background thread for the duration of a ``with`` block."""
+    """Run a :class:`ContentExporterEmulator` on a background thread for the duration of a ``with`` block.
+
+    With ``tls=True`` it serves HTTPS: trust ``emulator.ca_path`` (e.g. as the connection extra ``verify``).
+    """
     emulator = ContentExporterEmulator(
         api_key,
         export_seconds=export_seconds,
@@ -431,6 +463,8 @@ def run_emulator(
         failure_message=failure_message,
         endpoints=endpoints,
         artifact_dir=artifact_dir,
+        tls=tls,
+        tls_names=tls_names,
     )
     emulator.start(access_log=access_log)
     try:

@@ -64,6 +64,13 @@ from airflow_provider_cex.protocol import (
     settings_from_connection,
     validate_export_hash,
 )
+from airflow_provider_cex.tls import (
+    VERIFY_OFF_WARNING,
+    quiet_insecure_request_warnings,
+    ssl_context,
+    tls_failure,
+    tls_problem,
+)
 
 if TYPE_CHECKING:
     from requests import Response
@@ -169,12 +176,11 @@ class ContentExporterHook(BaseHook):
         for proxy in settings.proxies.values():  # a proxy's password is a secret too
             if password := urlsplit(proxy).password:
                 mask_secret(password)
-        if settings.verify is False:
-            self.log.warning(
-                "TLS certificate verification is OFF for connection %r (extra verify=false): "
-                "point 'verify' at a CA bundle instead.",
-                self.content_exporter_conn_id,
-            )
+        if settings.verify is False:  # once per hook, instead of urllib3's warning at every request
+            self.log.warning(VERIFY_OFF_WARNING, self.content_exporter_conn_id, settings.base_url)
+            quiet_insecure_request_warnings(settings.base_url)
+        else:
+            ssl_context(settings)  # a 'verify' path that cannot be loaded fails here, before any request
         return settings
 
     @property
@@ -326,11 +332,8 @@ class ContentExporterHook(BaseHook):
             return False, f"Cannot reach {self.settings.base_url}: {failure}. {advice}" if advice else str(
                 failure
             )
-        except requests.exceptions.SSLError:
-            return False, (
-                f"TLS verification failed for {self.settings.base_url}: set the connection extra "
-                "'verify' to the path of your CA bundle."
-            )
+        except requests.exceptions.SSLError as err:
+            return False, tls_problem(self.settings, err)
         except requests.RequestException as err:
             return False, (
                 f"Cannot reach {self.settings.base_url} ({type(err).__name__}): check the Application "
@@ -454,6 +457,8 @@ class ContentExporterHook(BaseHook):
             with resp:
                 body = read_capped(resp, MAX_SMALL_BODY)
             return resp.status_code, resp.headers, body
+        except requests.exceptions.SSLError as err:  # final: says why (unknown CA, name mismatch)
+            raise tls_failure(call, self.settings, err) from None
         except requests.RequestException as err:
             raise failure_of(err, call, self.settings, url) from None
 
@@ -475,6 +480,8 @@ class ContentExporterHook(BaseHook):
                     raise RetryableFailure("the server answered 206 to a request without Range")
                 self._check_status(resp, call, url)
                 return resp
+            except requests.exceptions.SSLError as err:  # final: says why (unknown CA, name mismatch)
+                raise tls_failure(call, self.settings, err) from None
             except requests.RequestException as err:
                 raise failure_of(err, call, self.settings, url) from None
 

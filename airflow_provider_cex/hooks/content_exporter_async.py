@@ -39,7 +39,6 @@ from airflow_provider_cex.core import (
     redirect,
     route_exists,
     should_probe_route,
-    tls_failure,
     too_many_redirects,
 )
 from airflow_provider_cex.endpoints import EXPORT_PROGRESS
@@ -51,6 +50,7 @@ from airflow_provider_cex.protocol import (
     settings_from_connection,
     validate_export_hash,
 )
+from airflow_provider_cex.tls import VERIFY_OFF_WARNING, ssl_context, tls_failure
 
 
 class ContentExporterAsyncHook(BaseHook):
@@ -102,10 +102,9 @@ class ContentExporterAsyncHook(BaseHook):
     async def __aenter__(self) -> ContentExporterAsyncHook:
         self.settings = await SETTINGS_CACHE.get(self.content_exporter_conn_id)
         self._key_header = key_header(self.settings, self.settings.base_url)
-        if isinstance(self.settings.verify, str):
-            self._ssl = ssl.create_default_context(cafile=self.settings.verify)
-        else:
-            self._ssl = self.settings.verify
+        self._ssl = ssl_context(self.settings)  # a 'verify' path that cannot be loaded fails here
+        if self._ssl is False:  # once per trigger run (aiohttp itself does not warn)
+            self.log.warning(VERIFY_OFF_WARNING, self.content_exporter_conn_id, self.settings.base_url)
         self._proxy = self._proxy_for(self.settings.base_url)  # before the session: may raise
         self._session = aiohttp.ClientSession(
             headers=default_headers(f"aiohttp/{aiohttp.__version__}"),
@@ -194,8 +193,8 @@ class ContentExporterAsyncHook(BaseHook):
                     route_exists=route_exists(await self._keyless_status(url)) if probe else None,
                     proxy=self._proxy_label(url),
                 )
-        except aiohttp.ClientSSLError:
-            raise tls_failure(call, settings) from None
+        except aiohttp.ClientSSLError as err:  # final: says why (unknown CA, name mismatch)
+            raise tls_failure(call, settings, err) from None
         except aiohttp.ClientProxyConnectionError:  # before its base class, ClientConnectorError
             reason = "connection refused or host unreachable"
             raise proxy_failure(call, settings, self._proxy_label(url), reason=reason) from None
