@@ -32,18 +32,26 @@ VERIFY_OFF_WARNING = (
 
 
 def ssl_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:
-    """What to verify the server against: True (the system's CAs), False (nothing), or a context holding the
-    ``verify`` extra's CA bundle (a PEM file, or a folder of hashed certificates as ``c_rehash`` makes).
+    """What to verify the server against: False (nothing), or a context holding the CAs to trust.
+
+    ``verify: true`` trusts what ``requests`` trusts (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else
+    certifi's bundle), so the sync hook and the trigger accept and refuse the same certificates. A path is
+    the ``verify`` extra's CA bundle (a PEM file, or a folder of hashed certificates as ``c_rehash`` makes).
+    Contexts are cached per bundle (path, size and mtime): a thousand triggers load a bundle once.
 
     Raises ``ContentExporterError`` naming the extra when the bundle cannot be loaded, before any request.
     """
-    if not isinstance(settings.verify, str):
-        return settings.verify
-    path = settings.verify
+    if settings.verify is False:
+        return False
+    if settings.verify is True:
+        path = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or _certifi_bundle()
+        if path is None:
+            return True  # no bundle to mirror: the system's CAs
+        from_extra = False
+    else:
+        path, from_extra = settings.verify, True
     try:
-        if os.path.isdir(path):
-            return ssl.create_default_context(capath=path)
-        return ssl.create_default_context(cafile=path)
+        return _load_context(path)
     except FileNotFoundError:
         why = "does not exist on this worker"
     except PermissionError:
@@ -52,11 +60,43 @@ def ssl_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:
         why = f"holds no usable PEM certificate ({err.reason or type(err).__name__})"
     except OSError as err:
         why = f"cannot be read ({err.strerror or type(err).__name__})"
+    if not from_extra:
+        raise ContentExporterError(
+            f"The CA bundle {path!r} (from REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or certifi) {why}. Fix that "
+            "environment variable on this worker, or set the extra 'verify' of connection "
+            f"{settings.conn_id!r} to the path of a PEM file holding the service's CA certificate(s)."
+        )
     raise ContentExporterError(
         f"The extra 'verify' of connection {settings.conn_id!r} names the CA bundle {path!r}, which {why}. "
         "Set 'verify' to the path of a PEM file holding the service's CA certificate(s), readable on this "
         "worker, or remove it to use the system's CAs."
     )
+
+
+_CONTEXTS: dict[tuple[str, int, int], ssl.SSLContext] = {}
+
+
+def _load_context(path: str) -> ssl.SSLContext:
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        if os.path.isdir(path):
+            context = ssl.create_default_context(capath=path)
+        else:
+            context = ssl.create_default_context(cafile=path)
+        if len(_CONTEXTS) >= 16:  # bounded: bundles rarely change, but never grow without limit
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = context
+    return context
+
+
+def _certifi_bundle() -> str | None:
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return str(certifi.where())
 
 
 def quiet_insecure_request_warnings(base_url: str) -> None:

@@ -130,6 +130,23 @@ def test_trigger_reaches_success_over_tls_with_the_emulators_ca_in_verify(tls_em
     assert tls_emulator.counts["export_progress"] >= 1
 
 
+def test_both_transports_trust_the_same_default_bundle(tls_emulator, monkeypatch, tmp_path):
+    """With verify left at true, hook and trigger trust what requests trusts (REQUESTS_CA_BUNDLE here):
+    a CA that works for the tasks also works for the deferrable sensor, and the other way round."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_emulator.ca_path)
+    use_connection(monkeypatch, tls_emulator.base_url)
+    with make_hook() as hook:
+        export_and_download(hook, tmp_path / "report.pdf")
+    export_hash = start_export()
+    assert run_trigger(export_hash) == [{"status": "success", "export_hash": export_hash, "progress": 100.0}]
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's bundle: neither trusts the throwaway CA
+    error, _ = sync_error(monkeypatch, tls_emulator.base_url)
+    assert "not issued by a CA this worker trusts" in str(error)
+    (event,) = run_trigger(export_hash)
+    assert event["status"] == "error" and "not issued by a CA this worker trusts" in event["message"]
+
+
 # --------------------------------------------------------------------------- an unknown CA
 
 
