@@ -229,9 +229,13 @@ class SavesExport:
 
     def _save_export(self, export_hash: str, output: str, context: Context) -> str:
         from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-        from airflow_provider_cex.operators.destinations import save_export
+        from airflow_provider_cex.operators.destinations import require_output_connection, save_export
 
         op: Any = self
+        try:
+            require_output_connection(output, op.output_conn_id)
+        except LookupError as err:
+            raise AirflowFailException(f"{op.task_id}: {err}") from None
         self._hook = ContentExporterHook(content_exporter_conn_id=op.content_exporter_conn_id)
         try:
             with self._hook as hook:

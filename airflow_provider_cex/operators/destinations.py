@@ -14,10 +14,19 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_cex.exceptions import ContentExporterError
 from airflow_provider_cex.files import exists_message
 
 if TYPE_CHECKING:
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+
+MIB = 1 << 20
+S3_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
+#: Part size of S3 multipart uploads: the worker holds about two parts in memory while uploading.
+UPLOAD_PART_BYTES = 16 * MIB
+#: S3 allows 10,000 parts per upload; files over ~140 GiB get bigger parts, with a margin.
+MAX_UPLOAD_PARTS = 9_000
+COPY_CHUNK_BYTES = 4 * MIB
 
 
 def is_object_storage(output: str) -> bool:
@@ -49,6 +58,27 @@ def refuse_existing_destination(output: str, output_conn_id: str | None) -> None
     path = local_path(output)
     if not path.endswith(("/", os.sep)) and os.path.isfile(path):
         raise FileExistsError(exists_message(path))
+
+
+def require_output_connection(output: str, output_conn_id: str | None) -> None:
+    """An object storage ``output_conn_id`` must name a connection that exists, checked before any download.
+
+    The amazon provider falls back to the worker's own credentials (instance role, environment) when the
+    connection does not exist, with only a warning: a typo would upload somewhere else, or with other rights.
+    Raises ``LookupError`` with what to do.
+    """
+    if not output_conn_id or not is_object_storage(output):
+        return
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+
+    try:
+        BaseHook.get_connection(output_conn_id)
+    except AirflowNotFoundException:
+        raise LookupError(
+            f"output_conn_id {output_conn_id!r} names no Airflow connection. Create it (for S3, a "
+            "connection of type 'aws'; for MinIO or Ceph with the extra endpoint_url), or fix the id. "
+            "Without it the upload would quietly use this worker's own credentials."
+        ) from None
 
 
 def save_export(
@@ -97,21 +127,112 @@ def _save_to_object_storage(
     if not as_folder and not overwrite and target.exists():
         raise FileExistsError(exists_message(output))
     with tempfile.TemporaryDirectory(prefix="cex-download-") as local_folder:
-        result = hook.download_export(export_hash, local_folder + os.sep)
+        # A staging copy: not lineage. ObjectStoragePath reports the object it writes to Airflow's collector.
+        result = hook.download_export(export_hash, local_folder + os.sep, report_lineage=False)
         final = target / result.filename if as_folder else target
         if not overwrite and final.exists():
             raise FileExistsError(exists_message(str(final)))
+        options = upload_options(final.protocol, result.size_bytes, result.content_type)
         try:
-            with open(result.path, "rb") as source, final.open("wb") as sink:
-                shutil.copyfileobj(source, sink, 8 * 1024 * 1024)
-        except BaseException:
-            log.error("Upload to %s failed; removing the partial object.", final)
-            with contextlib.suppress(Exception):
-                final.unlink()
-            raise
+            _upload(result.path, final, options, log)
+        except Exception as err:
+            raise ContentExporterError(upload_failure_message(err, final, output_conn_id)) from err
     meta = dataclasses.asdict(result)
-    meta["path"] = str(final)
-    return str(final), meta
+    meta["path"] = url = _display_url(final)  # as the user wrote it: asset URIs and lineage match it
+    return url, meta
+
+
+def upload_options(protocol: str, size: int, content_type: str | None) -> dict[str, Any]:
+    """Extra ``open()`` arguments for uploading ``size`` bytes: on S3, the part size and the Content-Type.
+
+    s3fs buffers a part and copies it to send it, so the worker holds about two parts: with s3fs's default
+    50 MiB part, a 200 MiB upload peaked 132 MiB above a 10 MiB one, with 16 MiB parts 28 MiB
+    (benchmarks/s3_upload_rss.py). Parts grow only when S3's 10,000-part limit needs it.
+    """
+    if protocol.lower() not in S3_PROTOCOLS:
+        return {}
+    part = max(UPLOAD_PART_BYTES, -(-size // MAX_UPLOAD_PARTS))
+    options: dict[str, Any] = {"block_size": -(-part // MIB) * MIB}
+    if content_type:
+        options["ContentType"] = content_type
+    return options
+
+
+def _upload(source_path: str, final: Any, options: dict[str, Any], log: Any) -> None:
+    """Stream the file to ``final``; publish it only when every byte went, else abandon the upload."""
+    sink = final.open("wb", **options)
+    try:
+        with open(source_path, "rb") as source:
+            shutil.copyfileobj(source, sink, COPY_CHUNK_BYTES)
+        sink.close()  # publishes: completes the multipart upload (or one PUT for a small file)
+    except BaseException:
+        _abandon(sink, final, log)
+        raise
+
+
+def _abandon(sink: Any, final: Any, log: Any) -> None:
+    """After a failed upload: publish nothing, abort the multipart upload, remove a partial object."""
+    from fsspec.spec import AbstractBufferedFile
+
+    handle = getattr(sink, "_obj", sink)  # ObjectStoragePath wraps the fsspec file to record lineage
+    if isinstance(handle, AbstractBufferedFile):
+        # s3fs, gcsfs, adlfs: the object appears only when the file is closed, so an older object at that
+        # key stays as it was. Closing now would publish the part written so far: discard() instead (s3fs
+        # aborts the multipart upload, whose parts S3 would otherwise keep, and bill, indefinitely).
+        upload_id = (getattr(handle, "mpu", None) or {}).get("UploadId")
+        try:
+            handle.discard()
+        except Exception as err:
+            log.warning(
+                "Upload to %s failed, and its multipart upload %s could not be aborted (%s). Its parts "
+                "stay in the bucket, invisible, until a lifecycle rule (AbortIncompleteMultipartUpload) "
+                "removes them.",
+                _display_url(final),
+                upload_id,
+                type(err).__name__,
+            )
+        else:
+            if upload_id:
+                log.error(
+                    "Upload to %s failed; aborted its multipart upload, no object was written.",
+                    _display_url(final),
+                )
+        handle.closed = True  # neither a later close() nor garbage collection may publish it
+        return
+    # Stores that create the object when it is opened (memory://, ...): remove what was written.
+    log.error("Upload to %s failed; removing the partial object.", _display_url(final))
+    with contextlib.suppress(Exception):
+        sink.close()
+    with contextlib.suppress(Exception):
+        final.unlink()
+
+
+def upload_failure_message(err: BaseException, final: Any, output_conn_id: str | None) -> str:
+    """What the task says when an upload failed: where to, through which connection, and what to check."""
+    where = (
+        f"{_display_url(final)} (connection {output_conn_id!r})" if output_conn_id else _display_url(final)
+    )
+    reason = f"{type(err).__name__}: {err}"
+    if isinstance(err, FileNotFoundError) and "bucket" in str(err).lower():
+        hint = f"bucket {_bucket(final)!r} does not exist, or the connection's endpoint is not the right one"
+    elif isinstance(err, PermissionError):
+        hint = "the store refused the connection's credentials, or they may not write to this bucket"
+    else:
+        hint = "the store could not be reached or the upload broke off; a retry downloads and uploads again"
+    return f"Could not upload the export to {where}: {hint} ({reason}). No partial object was left there."
+
+
+def _bucket(path: Any) -> str:
+    # Airflow 2.11's ObjectStoragePath keeps the connection id in the bucket, as a user name: conn@bucket.
+    return str(getattr(path, "bucket", "") or "").rpartition("@")[2]
+
+
+def _display_url(path: Any) -> str:
+    """``s3://bucket/key``, without the connection id ObjectStoragePath puts where a user name would go."""
+    protocol = getattr(path, "protocol", "") or ""
+    bucket = _bucket(path)
+    key = getattr(path, "key", "") or ""
+    return f"{protocol}://{bucket}/{key}" if protocol and bucket else str(path)
 
 
 def _safe_is_dir(path: Any) -> bool:

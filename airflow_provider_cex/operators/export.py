@@ -132,9 +132,16 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
     # ------------------------------------------------------------------ the task
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_cex.operators.destinations import refuse_existing_destination
+        from airflow_provider_cex.operators.destinations import (
+            refuse_existing_destination,
+            require_output_connection,
+        )
 
         output = output_or_fail(self.task_id, self.output_path)
+        try:
+            require_output_connection(output, self.output_conn_id)  # before an export is started
+        except LookupError as err:
+            raise AirflowFailException(f"{self.task_id}: {err}") from None
         if not self.overwrite:
             try:
                 refuse_existing_destination(output, self.output_conn_id)
