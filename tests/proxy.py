@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tests.loopback import LoopbackServer
+
 API_KEY_HEADER = "cex-api-key"
 #: Request headers meant for the proxy or this one connection, not for the target.
 HOP_BY_HOP = frozenset(
@@ -46,22 +48,22 @@ class ProxiedRequest:
     forwarded: bool
 
 
-class ForwardingProxy:
+class ForwardingProxy(LoopbackServer):
     """The proxy; use as a context manager (``with ForwardingProxy() as proxy: ... proxy.url``).
 
     :param credentials: ``(user, password)`` the proxy requires (``Proxy-Authorization: Basic``), else 407.
     :param answer_status: answer every request with this status (e.g. 407, 502) instead of forwarding it.
     """
 
+    thread_name = "test-forwarding-proxy"
+    stream_limit = MAX_HEAD
+
     def __init__(self, *, credentials: tuple[str, str] | None = None, answer_status: int | None = None):
+        super().__init__()
         self.credentials = credentials
         self.answer_status = answer_status
-        self.port = 0
         self._requests: list[ProxiedRequest] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ what tests read
@@ -90,49 +92,10 @@ class ForwardingProxy:
 
     # ------------------------------------------------------------------ life cycle
 
-    def start(self) -> None:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", 0, limit=MAX_HEAD)
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-            ready.set()
-            loop.run_forever()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="test-forwarding-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the test proxy did not start")
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        loop, self._loop = self._loop, None
-
-        async def shutdown() -> None:
-            assert self._server is not None
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)
-        loop.close()
-
-    def __enter__(self) -> ForwardingProxy:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    async def _close_connections(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ the proxy
 

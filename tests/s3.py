@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from tests.loopback import LoopbackServer
+
 REGION = "us-east-1"
 #: Dummy credentials: moto accepts any, and they are not AWS's documented example keys by design.
 ACCESS_KEY_ID = "AKIACEXTESTLOOPBACK01"
@@ -101,7 +103,7 @@ class MotoS3:
             pass
 
 
-class CuttableRelay:
+class CuttableRelay(LoopbackServer):
     """A loopback TCP relay to ``127.0.0.1:target_port`` that breaks once ``cut_after`` bytes went upstream.
 
     After the cut, ``mode="uploads"`` resets every connection that sends more than ``small_request`` bytes
@@ -110,61 +112,29 @@ class CuttableRelay:
     new one, like a store that went away. ``tripped`` tells whether the cut happened.
     """
 
+    thread_name = "test-s3-relay"
+
     def __init__(
         self, target_port: int, *, cut_after: int, mode: str = "uploads", small_request: int = 64 << 10
     ):
         if mode not in ("uploads", "down"):
             raise ValueError(f"unknown mode {mode!r}")
+        super().__init__()
         self.target_port = target_port
         self.cut_after = cut_after
         self.mode = mode
         self.small_request = small_request
-        self.port = 0
         self.upstream_bytes = 0
         self.tripped = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> CuttableRelay:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            self._server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-            self.port = self._server.sockets[0].getsockname()[1]
-            ready.set()
-            loop.run_forever()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="test-s3-relay", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the S3 relay did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        loop, self._loop = self._loop, None
-
-        async def shutdown() -> None:
-            assert self._server is not None
-            self._server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)
-        loop.close()
+    async def _close_connections(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
 
     def _cut_all(self) -> None:
         self.tripped.set()
