@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import requests
@@ -25,10 +24,11 @@ if TYPE_CHECKING:
 #: Download read size: large enough that per-chunk Python overhead vanishes next to the copy, small
 #: enough that a break loses little (a partly read chunk is read again on resume).
 CHUNK_SIZE = 1024 * 1024
-#: Each chunk is written in slices of this size: on the machines measured, write() calls of
-#: 1 MiB or more often took a slow page-cache path (benchmarks/download_throughput.py: a 1 GiB
-#: download went from ~2.5x curl's time to ~1x with 256 KiB writes).
-WRITE_SLICE = 256 * 1024
+#: Each chunk is written in slices of this size: the page-cache cost of write() here (kernel 6.18, ext4, a
+#: VM with free page reporting) depends on its size and on how the memory it reuses was freed. 1 GiB after
+#: deleting a file written in 16 KiB pieces (as curl writes): 1 MiB writes 2.0-3.0 s, 128 KiB 0.29-0.65 s,
+#: 64 KiB 0.33-0.48 s; after one written in 1 MiB pieces: 0.25-1.1 s, 0.29-0.44 s, 0.33-0.37 s (issue 15).
+WRITE_SLICE = 64 * 1024
 
 
 def copy_with_resume(
@@ -45,100 +45,65 @@ def copy_with_resume(
     :param reopen: ``reopen(range_from=0, validator=None)`` GETs the file again (from a byte offset).
     :param breaks: the retry budget for breaks; each one waits ``sleep`` as the policy says.
     """
-    digest = _BackgroundSha256()
-    try:
-        export_hash = call.subject
+    export_hash = call.subject
+    # sha256 inline, on this thread. A worker thread hashing each chunk saved wall time only while a core
+    # was idle; on a busy 2-core machine it cost up to 7x the loop's user CPU and 30x its page faults.
+    digest = hashlib.sha256()
+    written = 0
+    total = _content_length(resp.headers.get("Content-Length"))
+    can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+    validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+    progress = _ProgressLog(log, export_hash, total)
+    while True:
+        try:
+            try:
+                read = resp.raw.read
+                while chunk := read(CHUNK_SIZE, decode_content=False):  # as sent: the file is saved as-is
+                    digest.update(chunk)
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), WRITE_SLICE):
+                        out.write(view[start : start + WRITE_SLICE])
+                    written += len(chunk)
+                    progress.update(written)
+            finally:
+                resp.close()
+            if total is None or written == total:
+                return written, digest.hexdigest()
+            reason = f"the body ended after {written} of {total} bytes"
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
+            reason = f"{_describe_read_error(err)} after {written} bytes"
+        try:
+            wait = breaks.wait_after(RetryableFailure(reason)).wait
+        except ContentExporterTransientError:
+            raise ContentExporterTransientError(
+                f"Could not {call}: the download broke {breaks.retries} times (last: {reason}); nothing "
+                "was saved. The task can be retried."
+            ) from None
+        resume = can_resume and total is not None and 0 < written < total
+        log.warning(
+            "Download of export %s broke (%s); %s in %.1f s.",
+            export_hash,
+            reason,
+            f"resuming from byte {written}" if resume else "restarting",
+            wait,
+        )
+        sleep(wait)
+        resp = reopen(range_from=written if resume else 0, validator=validator)
+        if resp.status_code == 206:
+            if _content_range_matches(resp.headers.get("Content-Range"), written, total):
+                continue  # append the rest: bytes already written were hashed already
+            log.warning("The server answered the Range request with a wrong Content-Range; restarting.")
+            resp.close()
+            resp = reopen()
+        # A plain 200 (the server ignored Range, or no resume was possible): start over.
+        out.seek(0)
+        out.truncate()
+        digest = hashlib.sha256()
         written = 0
         total = _content_length(resp.headers.get("Content-Length"))
         can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
         validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
         progress = _ProgressLog(log, export_hash, total)
-        while True:
-            try:
-                try:
-                    for chunk in _chunks(resp):
-                        digest.update(chunk)  # hashed on a worker thread while we write
-                        view = memoryview(chunk)
-                        for start in range(0, len(view), WRITE_SLICE):
-                            out.write(view[start : start + WRITE_SLICE])
-                        written += len(chunk)
-                        progress.update(written)
-                finally:
-                    resp.close()
-                if total is None or written == total:
-                    return written, digest.hexdigest()
-                reason = f"the body ended after {written} of {total} bytes"
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-                reason = f"{_describe_read_error(err)} after {written} bytes"
-            try:
-                wait = breaks.wait_after(RetryableFailure(reason)).wait
-            except ContentExporterTransientError:
-                raise ContentExporterTransientError(
-                    f"Could not {call}: the download broke {breaks.retries} times (last: {reason}); nothing "
-                    "was saved. The task can be retried."
-                ) from None
-            resume = can_resume and total is not None and 0 < written < total
-            log.warning(
-                "Download of export %s broke (%s); %s in %.1f s.",
-                export_hash,
-                reason,
-                f"resuming from byte {written}" if resume else "restarting",
-                wait,
-            )
-            sleep(wait)
-            resp = reopen(range_from=written if resume else 0, validator=validator)
-            if resp.status_code == 206:
-                if _content_range_matches(resp.headers.get("Content-Range"), written, total):
-                    continue  # append the rest: bytes already written were hashed already
-                log.warning("The server answered the Range request with a wrong Content-Range; restarting.")
-                resp.close()
-                resp = reopen()
-            # A plain 200 (the server ignored Range, or no resume was possible): start over.
-            out.seek(0)
-            out.truncate()
-            digest.reset()
-            written = 0
-            total = _content_length(resp.headers.get("Content-Length"))
-            can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
-            validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-            progress = _ProgressLog(log, export_hash, total)
-    finally:
-        digest.close()
-
-
-class _BackgroundSha256:
-    """sha256 on a worker thread (hashlib releases the GIL), so hashing overlaps reads and writes.
-
-    At most two chunks wait to be hashed, which bounds memory; updates run in order on one thread.
-    """
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cex-sha256")
-        self._digest = hashlib.sha256()
-        self._pending: deque[Any] = deque()
-
-    def update(self, chunk: bytes) -> None:
-        while len(self._pending) >= 2:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._digest.update, chunk))
-
-    def _drain(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
-
-    def reset(self) -> None:
-        self._drain()
-        self._digest = hashlib.sha256()
-
-    def hexdigest(self) -> str:
-        self._drain()
-        return self._digest.hexdigest()
-
-    def close(self) -> None:
-        self._pending.clear()
-        self._pool.shutdown(wait=True)
 
 
 class _ProgressLog:
@@ -167,16 +132,6 @@ class _ProgressLog:
             self.log.info(
                 "Downloading export %s: %.1f MB at %.1f MB/s", self.export_hash, written / 1e6, rate
             )
-
-
-def _chunks(resp: Response) -> Iterator[bytes]:
-    """The body as sent (no decoding: the file is saved as-is), in chunks of ``CHUNK_SIZE``."""
-    raw = resp.raw
-    while True:
-        chunk = raw.read(CHUNK_SIZE, decode_content=False)
-        if not chunk:
-            return
-        yield chunk
 
 
 def _content_range_matches(header: str | None, start: int, total: int | None) -> bool:
