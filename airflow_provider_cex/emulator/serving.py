@@ -140,8 +140,52 @@ async def serve_artifact(
         "Content-Disposition": f'attachment; filename="{filename}"',
     }
     if fault is None:
+        if _is_tls(request):
+            return await _serve_over_tls(request, artifact, headers)
         return web.FileResponse(artifact.path, headers=headers)
     return await _serve_faulty(request, artifact, headers, fault)
+
+
+def _is_tls(request: web.Request) -> bool:
+    return request.transport is not None and request.transport.get_extra_info("sslcontext") is not None
+
+
+async def _serve_over_tls(
+    request: web.Request, artifact: Artifact, headers: dict[str, str]
+) -> web.StreamResponse:
+    """The artifact over TLS, in 1 MiB writes, with Range and If-Range as ``FileResponse`` answers them.
+
+    ``FileResponse`` cannot use sendfile under TLS, and its fallback was the bottleneck of HTTPS downloads:
+    1 GiB took 12.6-14.4 s to curl, against 2.0-2.5 s with 1 MiB writes (benchmarks/download_throughput.py).
+    """
+    size = artifact.size
+    etag = f'"{artifact.sha256[:32]}"'
+    headers.update({"Accept-Ranges": "bytes", "ETag": etag})
+    start, stop, status = 0, size, 200
+    wants_range = "Range" in request.headers and request.headers.get("If-Range", etag) == etag
+    if wants_range:
+        try:
+            rng = request.http_range
+        except ValueError:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        start = rng.start if rng.start is not None else 0
+        if start < 0:
+            start = max(0, size + start)
+        stop = min(size, rng.stop) if rng.stop is not None else size
+        if start >= size or start >= stop:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = stop - start
+    await response.prepare(request)
+    try:
+        for chunk in _read_range(artifact.path, start, stop - start, chunk_size=1024 * 1024):
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionError:  # the client went away
+        pass
+    return response
 
 
 async def _serve_faulty(
