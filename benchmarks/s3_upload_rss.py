@@ -17,7 +17,6 @@ import queue
 import resource
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,8 +24,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script, sys.path[0] is benchmarks/, not the project
     sys.path.insert(0, str(ROOT))
+
+from benchmarks._bench_util import fmt_mib, sigterm_as_exit, size_label, stop_process  # noqa: E402
 
 MIB = 1 << 20
 MB = 1_000_000
@@ -47,39 +46,6 @@ EMULATOR_START_TIMEOUT_S = 180
 
 
 # ------------------------------------------------------------- helpers (self-contained: no other benchmark)
-
-
-def fmt_mib(kib: float) -> str:
-    return f"{kib / 1024:.1f} MiB"
-
-
-def size_label(size: int) -> str:
-    return f"{size / MIB:g} MiB"
-
-
-def stop_process(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-@contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """Make SIGTERM unwind the stack like Ctrl-C does, so the ``finally`` clean-up runs."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def first_line(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -162,19 +162,11 @@ async def _serve_over_tls(
     etag = f'"{artifact.sha256[:32]}"'
     headers.update({"Accept-Ranges": "bytes", "ETag": etag})
     start, stop, status = 0, size, 200
-    wants_range = "Range" in request.headers and request.headers.get("If-Range", etag) == etag
-    if wants_range:
-        try:
-            rng = request.http_range
-        except ValueError:
+    if "Range" in request.headers and request.headers.get("If-Range", etag) == etag:
+        wanted = _requested_range(request, size)
+        if wanted is None:
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        start = rng.start if rng.start is not None else 0
-        if start < 0:
-            start = max(0, size + start)
-        stop = min(size, rng.stop) if rng.stop is not None else size
-        if start >= size or start >= stop:
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        status = 206
+        (start, stop), status = wanted, 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = stop - start
@@ -196,17 +188,10 @@ async def _serve_faulty(
     headers["Accept-Ranges"] = "bytes"
     chunked = fault.kind in ("chunked", "chunked_truncate")
     if "Range" in request.headers and fault.kind != "ignore_range" and not chunked:
-        try:
-            rng = request.http_range
-        except ValueError:
+        wanted = _requested_range(request, size)
+        if wanted is None:
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        start = rng.start if rng.start is not None else 0
-        if start < 0:
-            start = max(0, size + start)
-        stop = min(size, rng.stop) if rng.stop is not None else size
-        if start >= size:
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        status = 206
+        (start, stop), status = wanted, 206
         if fault.kind == "wrong_range":
             start = min(start + 7, stop - 1)
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
@@ -237,6 +222,19 @@ async def _serve_faulty(
     if request.transport is not None:
         request.transport.close()
     return response
+
+
+def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """``(start, stop)`` of the request's ``Range`` within ``size`` bytes; ``None``: it cannot be served."""
+    try:
+        rng = request.http_range
+    except ValueError:
+        return None
+    start = rng.start if rng.start is not None else 0
+    if start < 0:
+        start = max(0, size + start)
+    stop = min(size, rng.stop) if rng.stop is not None else size
+    return (start, stop) if start < min(size, stop) else None
 
 
 def _read_range(path: Path, start: int, length: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:

@@ -50,9 +50,7 @@ def copy_with_resume(
     # was idle; on a busy 2-core machine it cost up to 7x the loop's user CPU and 30x its page faults.
     digest = hashlib.sha256()
     written = 0
-    total = _content_length(resp.headers.get("Content-Length"))
-    can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
-    validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+    total, can_resume, validator = _body_facts(resp)
     progress = _ProgressLog(log, export_hash, total)
     while True:
         try:
@@ -100,9 +98,7 @@ def copy_with_resume(
         out.truncate()
         digest = hashlib.sha256()
         written = 0
-        total = _content_length(resp.headers.get("Content-Length"))
-        can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
-        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        total, can_resume, validator = _body_facts(resp)
         progress = _ProgressLog(log, export_hash, total)
 
 
@@ -132,6 +128,13 @@ class _ProgressLog:
             self.log.info(
                 "Downloading export %s: %.1f MB at %.1f MB/s", self.export_hash, written / 1e6, rate
             )
+
+
+def _body_facts(resp: Response) -> tuple[int | None, bool, str | None]:
+    """What an answer says about its body: size, whether it can be resumed, and the validator for If-Range."""
+    total = _content_length(resp.headers.get("Content-Length"))
+    can_resume = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+    return total, can_resume, resp.headers.get("ETag") or resp.headers.get("Last-Modified")
 
 
 def _content_range_matches(header: str | None, start: int, total: int | None) -> bool:
