@@ -36,7 +36,7 @@ def median_of(leg: LegResults, key: str) -> float:
 
 def print_protocol(proto: Protocol, cp_leg: LegResults) -> tuple[list[tuple[str, bool, str]], float]:
     """Print one protocol's table and ratios; return its targets and the RSS growth (MiB)."""
-    a, b, c = proto.a, proto.b, proto.c
+    a, b, c, d = proto.a, proto.b, proto.c, proto.d
     print(f"\n{proto.name.upper()} ({proto.big.base_url}), {size_label(a.size)}, {len(a.runs)} rounds")
     header = (
         f"{'leg':<44} | {'wall s':>7} | {'min s':>6} | {'max s':>6} | {'MB/s':>5} | {'CPU s/GiB':>9}"
@@ -44,7 +44,7 @@ def print_protocol(proto: Protocol, cp_leg: LegResults) -> tuple[list[tuple[str,
     )
     print(header)
     print("-" * len(header))
-    for leg in (a, b, c, cp_leg):
+    for leg in (a, b, c, d, cp_leg):
         print(leg_row(leg))
     for leg, name in ((a, "(a)"), (b, "(b)")):
         print(
@@ -57,6 +57,8 @@ def print_protocol(proto: Protocol, cp_leg: LegResults) -> tuple[list[tuple[str,
     wall_ac, cpu_ac = a.median() / c.median(), a.cpu_per_gib() / c.cpu_per_gib()
     print(f"  ratio a/b (hook / requests loop): wall {wall_ab:.3f}, CPU {cpu_ab:.3f}")
     print(f"  ratio a/c (hook / curl):          wall {wall_ac:.3f}, CPU {cpu_ac:.3f}")
+    wall_ad, cpu_ad = a.median() / d.median(), a.cpu_per_gib() / d.cpu_per_gib()
+    print(f"  ratio a/d (hook / curl + sha256): wall {wall_ad:.3f}, CPU {cpu_ad:.3f}  (context, no target)")
 
     peaks: list[int] = []
     print("  peak RSS of (a), ru_maxrss of the child (max over rounds [min-max]; median before the call):")
@@ -122,6 +124,9 @@ def print_report(
         "      (1 MiB), sha256 and write inline; timed like (a).",
         f"  (c) `curl -sS --fail -o DEST -H @headers [--cacert CA] URL` ({curl_version()}); wall time around",
         "      the process (its start-up included), CPU from os.wait4.",
+        "  (d) `sh -c 'curl ... URL | tee DEST | openssl dgst -sha256'`: curl doing the hook's work",
+        "      (save and hash in one pass; openssl uses SHA-NI, coreutils' sha256sum was 6x slower here),",
+        "      as context; CPU from os.wait4 of sh, which includes the pipeline it waited for.",
         "  cp: `cp ARTIFACT DEST` of the large artifact file, as context (no network, no hashing).",
         "  CPU s/GiB = median user + sys of the client process (all threads) during the download, per GiB:",
         "      getrusage(RUSAGE_SELF) deltas inside (a) and (b); os.wait4 of the whole process for (c), cp.",

@@ -254,9 +254,12 @@ class Protocol:
     env_small: dict[str, str]
     curl_cmd: list[str]
     dest_curl: Path
+    curl_hash_cmd: list[str]
+    dest_curl_hash: Path
     a: LegResults
     b: LegResults
     c: LegResults
+    d: LegResults
     a_small: LegResults
 
     @property
@@ -278,6 +281,12 @@ def make_protocol(
     dest_curl = work / "dest" / f"curl-{name}.bin"
     curl_cmd = ["curl", "-sS", "--fail", "-o", str(dest_curl), "-H", f"@{header_file}"]
     curl_cmd += ["--cacert", big.ca_path] if big.ca_path else []
+    # (d) curl doing what the hook does: one pass that saves and hashes (tee | sha256sum).
+    dest_curl_hash = work / "dest" / f"curl-sha256-{name}.bin"
+    fetch = ["curl", "-sS", "--fail", "-H", f"@{header_file}"] + (
+        ["--cacert", big.ca_path] if big.ca_path else []
+    )
+    pipeline = " ".join(fetch) + ' "$0" | tee "$1" | openssl dgst -sha256 > /dev/null'
     label = size_label(big_size)
     return Protocol(
         name=name,
@@ -289,9 +298,12 @@ def make_protocol(
         env_small=child_env(work, small, api_key),
         curl_cmd=[*curl_cmd, url],
         dest_curl=dest_curl,
+        curl_hash_cmd=["sh", "-c", pipeline, url, str(dest_curl_hash)],
+        dest_curl_hash=dest_curl_hash,
         a=LegResults(f"(a) hook download_export, sha256 ({label})", big_size),
         b=LegResults(f"(b) requests + hashlib loop ({label})", big_size),
         c=LegResults(f"(c) curl -o{' --cacert' if tls else ''} ({label})", big_size),
+        d=LegResults(f"(d) curl | tee | openssl sha256 ({label})", big_size),
         a_small=LegResults(f"(a) hook download_export ({size_label(small_size)})", small_size),
     )
 
@@ -359,14 +371,20 @@ def run_round(
 ) -> list[tuple[str, Leg]]:
     """One round of a protocol: a, b, c in an order rotated per round, then the small hook leg (RSS)."""
     name = proto.name
-    dests = {"a": dest_dir / f"hook-{name}.bin", "b": dest_dir / f"requests-{name}.bin", "c": proto.dest_curl}
+    dests = {
+        "a": dest_dir / f"hook-{name}.bin",
+        "b": dest_dir / f"requests-{name}.bin",
+        "c": proto.dest_curl,
+        "d": proto.dest_curl_hash,
+    }
     runners: dict[str, Callable[[], Leg]] = {
         "a": lambda: run_python_leg("hook", proto.big_hash, dests["a"], proto.env_big, before_large, log),
         "b": lambda: run_python_leg("requests", proto.url, dests["b"], proto.env_big, before_large, log),
         "c": lambda: run_command_leg(proto.curl_cmd, before_large),
+        "d": lambda: run_command_leg(proto.curl_hash_cmd, before_large),
     }
-    order = ["a", "b", "c"]
-    order = order[rnd % 3 :] + order[: rnd % 3]
+    order = ["a", "b", "c", "d"]
+    order = order[rnd % 4 :] + order[: rnd % 4]
     results: list[tuple[str, Leg]] = []
     for key in order:
         server_before = process_cpu_s(proto.big.proc.pid)
@@ -380,7 +398,7 @@ def run_round(
     check_output(small, dest_small, proto.small, f"{name} leg (a, small)")
     dest_small.unlink()
     results.append(("a_small", small))
-    return sorted(results, key=lambda item: ["a", "b", "c", "a_small"].index(item[0]))
+    return sorted(results, key=lambda item: ["a", "b", "c", "d", "a_small"].index(item[0]))
 
 
 def main(argv: list[str] | None = None) -> int:
