@@ -106,6 +106,8 @@ class StartsExport:
     ``content_exporter_conn_id`` on the operator.
     """
 
+    _page_namespace: str | None = None  # set when the export starts, for lineage
+
     def _validated_page_id(self) -> str:
         from airflow_provider_cex.protocol import validate_page_id
 
@@ -124,6 +126,10 @@ class StartsExport:
         page_id = self._validated_page_id()
         body = parse_export_body(op.task_id, op.export_body, op._export_body_source)
         with ContentExporterHook(content_exporter_conn_id=op.content_exporter_conn_id) as hook:
+            from airflow_provider_cex.lineage import page_namespace
+
+            # Where the page lives, for lineage: read now; the listener's forked child must not read it.
+            self._page_namespace = page_namespace(hook.settings)
             if hook.settings.confluence_url:
                 from airflow_provider_cex.protocol import confluence_page_url
 
@@ -187,24 +193,17 @@ class ContentExporterStartExportOperator(StartsExport, BaseOperator):
         from airflow_provider_cex.lineage import EXPORT_PAGE_XCOM_KEY
 
         # Which page this hash belongs to, for the download task's lineage.
-        self._lineage_page = self._validated_page_id()
-        page = {"export_hash": export_hash, "page_id": self._lineage_page}
+        page = {"export_hash": export_hash, "page_id": self._validated_page_id()}
         context["ti"].xcom_push(key=EXPORT_PAGE_XCOM_KEY, value=page)
         return export_hash
-
-    _lineage_page: str | None = None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the task read the Confluence page (namespace: the ``confluence_url`` extra or URL)."""
         from airflow_provider_cex.openlineage_facets import export_lineage, start_lineage
 
-        if self._lineage_page is None:
+        if self._page_namespace is None:  # the export was not started
             return export_lineage(None)
-        from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-        from airflow_provider_cex.lineage import page_namespace
-
-        settings = ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id).settings
-        return start_lineage(page_namespace(settings), self._lineage_page)
+        return start_lineage(self._page_namespace, self._validated_page_id())
 
 
 class SavesExport:
