@@ -69,7 +69,7 @@ def ssl_context(settings: ConnectionSettings) -> ssl.SSLContext | bool:
     raise ContentExporterError(
         f"The extra 'verify' of connection {settings.conn_id!r} names the CA bundle {path!r}, which {why}. "
         "Set 'verify' to the path of a PEM file holding the service's CA certificate(s), readable on this "
-        "worker, or remove it to use the system's CAs."
+        "worker, or remove it to trust the default CAs (REQUESTS_CA_BUNDLE, else certifi's)."
     )
 
 

@@ -172,7 +172,7 @@ def test_trigger_with_an_unknown_ca_fires_error_at_once_and_sends_nothing(
     use_connection(monkeypatch, tls_emulator.base_url, verify=tls_emulator.ca_path)
     export_hash = start_export()
     tls_emulator.reset_counters()
-    use_connection(monkeypatch, tls_emulator.base_url)  # default verification: the system's CAs
+    use_connection(monkeypatch, tls_emulator.base_url)  # default verification: certifi's CAs
     started = time.monotonic()
     [event] = run_trigger(export_hash)
     assert time.monotonic() - started < 2
