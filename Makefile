@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-af2 lint bench faults clean
+.PHONY: demo test test-af2 test-floors lint bench faults clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,23 @@ $(AF2_STAMP): pyproject.toml requirements-af2.txt
 test-af2: $(AF2_STAMP)
 	$(AF2_BIN)/python -m pytest tests/unit tests/integration tests/e2e tests/faults -q
 
+# The lowest versions pyproject.toml admits: every direct dependency (extras included) pinned at its declared
+# floor by an override file, the rest resolved lowest-direct; then the unit, integration and dag.test() suites.
+FLOORS_VENV := .venv-floors
+FLOORS_BIN := $(FLOORS_VENV)/bin
+FLOORS_STAMP := $(FLOORS_VENV)/.installed
+
+$(FLOORS_STAMP): pyproject.toml requirements-floors.txt scripts/floors.py
+	test -x $(FLOORS_BIN)/python || $(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_BIN)/python -m pip install -q uv==0.13.9 packaging
+	$(FLOORS_BIN)/python scripts/floors.py $(FLOORS_VENV)/floors.txt
+	$(FLOORS_BIN)/uv pip install -q --python $(FLOORS_BIN)/python --compile-bytecode --resolution lowest-direct \
+		--constraint $(FLOORS_VENV)/floors.txt -r requirements-floors.txt -e '.[openlineage,s3]'
+	touch $(FLOORS_STAMP)
+
+test-floors: $(FLOORS_STAMP)
+	$(FLOORS_BIN)/python -m pytest tests/unit tests/integration tests/e2e -q -p no:cacheprovider
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,4 +66,4 @@ faults: $(STAMP)
 	$(BIN)/python -m benchmarks.fault_matrix --seeds 6 --check
 
 clean:
-	rm -rf $(VENV) $(AF2_VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AF2_VENV) $(FLOORS_VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from airflow_provider_cex.exceptions import ContentExporterError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_cex.core import Call
     from airflow_provider_cex.protocol import ConnectionSettings
 
@@ -124,6 +126,14 @@ def tls_problem(settings: ConnectionSettings, err: BaseException | None) -> str:
     cert_error = _find(err, ssl.SSLCertVerificationError)
     code = getattr(cert_error, "verify_code", None)
     why = str(getattr(cert_error, "verify_message", "") or "").rstrip(".")
+    # urllib3 1.26 matches an IP-address host itself, after the handshake, and raises its own
+    # CertificateError (a ValueError), not the ssl module's verification error.
+    legacy_mismatch = next(
+        (e for e in _walk(err) if type(e).__name__ == "CertificateError" and "urllib3" in type(e).__module__),
+        None,
+    )
+    if legacy_mismatch is not None and cert_error is None:
+        code, why = min(NAME_MISMATCH), str(legacy_mismatch).rstrip(".")
     where = f"connection {settings.conn_id!r}"
     bundle = settings.verify if isinstance(settings.verify, str) else None
     failed = f"TLS certificate verification failed for {settings.base_url}"
@@ -159,6 +169,17 @@ def tls_problem(settings: ConnectionSettings, err: BaseException | None) -> str:
 def _find(err: BaseException | None, kind: type[E]) -> E | None:
     """The first ``kind`` raised by the ``ssl`` module in what ``err`` wraps (requests and aiohttp nest it;
     aiohttp's own error also subclasses ``ssl.CertificateError``, without the verify code)."""
+    for current in _walk(err):
+        if isinstance(current, kind) and type(current).__module__ in (
+            "ssl",
+            "_ssl",
+        ):  # not aiohttp's subclass
+            return current
+    return None
+
+
+def _walk(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and what it wraps, breadth first (bounded: transports nest a handful of levels)."""
     todo: list[BaseException | None] = [err]
     seen: set[int] = set()
     while todo:
@@ -166,12 +187,7 @@ def _find(err: BaseException | None, kind: type[E]) -> E | None:
         if current is None or id(current) in seen or len(seen) > 20:
             continue
         seen.add(id(current))
-        if isinstance(current, kind) and type(current).__module__ in (
-            "ssl",
-            "_ssl",
-        ):  # not aiohttp's subclass
-            return current
+        yield current
         linked = [getattr(current, name, None) for name in ("reason", "certificate_error", "os_error")]
         linked += [*current.args, current.__cause__, current.__context__]
         todo += [item for item in linked if isinstance(item, BaseException)]
-    return None

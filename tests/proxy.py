@@ -119,7 +119,7 @@ class ForwardingProxy(LoopbackServer):
         self._tasks.add(task)
         try:
             await self._serve_one(reader, writer)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
             pass
         finally:
             self._tasks.discard(task)

@@ -202,7 +202,7 @@ class ContentExporterAsyncHook(BaseHook):
             raise proxy_failure(call, settings, self._proxy_label(url), status=err.status) from None
         except aiohttp.ClientConnectorError:
             raise RetryableFailure("connection refused or host unreachable") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+        except (TimeoutError, aiohttp.ClientError) as err:
             raise RetryableFailure(_describe_error(err)) from None
         raise too_many_redirects(url)
 
@@ -213,7 +213,7 @@ class ContentExporterAsyncHook(BaseHook):
             proxy = self._proxy_for(url)
             async with self._session.get(url, allow_redirects=False, ssl=self._ssl, proxy=proxy) as resp:
                 return resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return None
 
     def _proxy_for(self, url: str) -> URL | None:
