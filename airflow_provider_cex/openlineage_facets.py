@@ -18,19 +18,37 @@ from airflow.providers.common.compat.openlineage.facet import (
 )
 from airflow.providers.openlineage.extractors import OperatorLineage
 
+from airflow_provider_cex import __version__
 from airflow_provider_cex.lineage import ExportLineage, dataset_name
 
-#: The facet's JSON schema, shipped in the repository (docs/openlineage/).
-FACET_SCHEMA_URL = (
-    "https://github.com/airflow-provider-cex/airflow-provider-cex/blob/main/docs/openlineage/"
-    "ContentExporterFileDatasetFacet.json#/$defs/ContentExporterFileDatasetFacet"
+# Custom facet naming and schema URL, as the OpenLineage spec (spec/OpenLineage.md, "Facets" and "Custom
+# Facet Naming") prescribes:
+#   "Custom facets must use a distinct prefix named after the project defining them to avoid collision with
+#   standard facets [...]. The versioned URL must be an immutable pointer to the version of the facet schema.
+#   For example, it should include a tag of a git sha and not a branch name."
+#   "Naming of custom facets should follow the pattern `{prefix}{name}{entity}Facet` PascalCased. [...] When
+#   attached to a core entity, the key should follow the pattern `{prefix}_{name}`, where both prefix and
+#   name are in camelCase."  (Example given there: `BigQueryStatisticsJobFacet`, key `bigQuery_statistics`.)
+# The project defining this facet is airflow-provider-cex, so: prefix AirflowProviderCex / airflowProviderCex,
+# name File, entity Dataset. The schema URL is the raw JSON file on this version's git tag (v<__version__>),
+# not a branch; its "$id" in docs/openlineage/ is the same URL without the fragment, and
+# tests/unit/test_openlineage_schema.py checks both, so bumping __version__ means updating that "$id" too.
+
+#: Where the facet schemas live in the repository, and the immutable (tagged) raw URL prefix for them.
+SCHEMA_DIR = "docs/openlineage"
+SCHEMA_BASE_URL = (
+    f"https://raw.githubusercontent.com/airflow-provider-cex/airflow-provider-cex/v{__version__}/{SCHEMA_DIR}"
 )
-#: Facet key of :class:`ContentExporterFileDatasetFacet` on the output dataset.
-FILE_FACET = "contentExporterFile"
+#: The facet's JSON schema: docs/openlineage/AirflowProviderCexFileDatasetFacet.json on tag v<version>.
+FACET_SCHEMA_URL = (
+    f"{SCHEMA_BASE_URL}/AirflowProviderCexFileDatasetFacet.json#/$defs/AirflowProviderCexFileDatasetFacet"
+)
+#: Facet key of :class:`AirflowProviderCexFileDatasetFacet` on the output dataset (``{prefix}_{name}``).
+FILE_FACET = "airflowProviderCex_file"
 
 
 @attr.define
-class ContentExporterFileDatasetFacet(DatasetFacet):
+class AirflowProviderCexFileDatasetFacet(DatasetFacet):
     """The exported file as it landed: its size, sha256 and content type, and the export that made it."""
 
     sizeBytes: int
@@ -72,7 +90,7 @@ def export_lineage(lineage: ExportLineage | None) -> Any:
         namespace=namespace,
         name=name,
         facets={
-            FILE_FACET: ContentExporterFileDatasetFacet(
+            FILE_FACET: AirflowProviderCexFileDatasetFacet(
                 sizeBytes=lineage.size_bytes,
                 sha256=lineage.sha256,
                 contentType=lineage.content_type,

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Packaging check: build the sdist and wheel, validate them (twine; name, classifiers, PEP 639 license and the
-# LICENSE file, project URLs, extras, entry point, contents of both), and install each into a clean venv outside
-# the repo to prove the provider works from the artifacts alone (not from the source tree): the wheel without
-# extras (Airflow lists the provider, its doc URL is the vendor's page, the emulator serves), the sdist with
-# [openlineage,s3].
+# LICENSE file, project URLs, authors and maintainers, a long description without relative links or images,
+# extras, entry point, contents of both), and install each into a clean venv outside the repo to prove the
+# provider works from the artifacts alone (not from the source tree): the wheel without extras (Airflow lists
+# the provider, its doc URL is the vendor's page, the emulator serves), the sdist with [openlineage,s3].
 #
 #   bash scripts/check_packaging.sh        # from the repo root, after `make` has created .venv
+#   CEX_PACKAGING_VENV=/path/to/.venv bash scripts/check_packaging.sh   # another venv's Python and uv
 #
-# build, twine and the venvs under test live in a temporary directory (removed on exit); .venv is only used
-# for its Python interpreter and its uv. Airflow and the other pins come from requirements-dev.txt (used as
-# constraints), so uv resolves from its cache in seconds. Prints one `ok: ...` line per check.
+# build, twine and the venvs under test live in a temporary directory (removed on exit); .venv (or
+# $CEX_PACKAGING_VENV) is only used for its Python interpreter and its uv. Airflow and the other pins come
+# from requirements-dev.txt (used as constraints), so uv resolves from its cache in seconds. Prints one
+# `ok: ...` line per check.
 set -euo pipefail
 
 BUILD_VERSION=1.6.1
@@ -17,8 +19,10 @@ TWINE_VERSION=7.0.0
 # The build backend is pinned too (as a constraint on build-system.requires) so the artifacts are
 # reproducible; override with HATCHLING_VERSION=... if pyproject.toml needs a newer one.
 HATCHLING_VERSION=${HATCHLING_VERSION:-1.33.0}
-# The vendor's Remote API page: the Documentation URL in the metadata and the provider info's external-doc-url.
+# The vendor's Remote API page: the "Remote API" URL in the metadata and the provider info's external-doc-url.
 VENDOR_DOC_URL="https://docs.meta-inf.hu/content-exporter-confluence/user-guides/before-exporting/remote-api-cloud-only"
+# The project's documentation site: the Documentation URL in the metadata.
+DOCS_URL="https://airflow-provider-cex.readthedocs.io/en/latest/"
 
 START=$SECONDS
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -40,8 +44,9 @@ run_logged() {
     fi
 }
 
-PY="$REPO/.venv/bin/python"
-UV="$REPO/.venv/bin/uv"
+VENV=${CEX_PACKAGING_VENV:-$REPO/.venv}
+PY="$VENV/bin/python"
+UV="$VENV/bin/uv"
 [[ -x $PY ]] || fail "$PY not found: run 'make' first to create .venv"
 [[ -x $UV ]] || fail "$UV not found: run 'make' first (it installs uv into .venv)"
 
@@ -98,8 +103,10 @@ run_logged "twine check --strict" "$WORK/twine.log" "$TOOLS/bin/twine" check --s
 ok "twine check --strict passed for both artifacts (twine $TWINE_VERSION)"
 
 # --- 3. metadata and contents -----------------------------------------------------------------------------
-# Prints one ok/FAIL line per check and writes the wheel's version to $WORK/version.
-"$TOOLS/bin/python" - "$WHEEL" "$SDIST" "$WORK/version" "$REPO/LICENSE" "$VENDOR_DOC_URL" <<'PY' ||
+# Prints one ok/FAIL line per check and writes the wheel's version to $WORK/version. The long description's
+# link check is scripts/check_long_description.py (imported by path; tests/unit/test_long_description_links.py).
+"$TOOLS/bin/python" - "$WHEEL" "$SDIST" "$WORK/version" "$REPO/LICENSE" "$VENDOR_DOC_URL" "$DOCS_URL" \
+    "$REPO/scripts" <<'PY' ||
 import configparser
 import email.parser
 import sys
@@ -108,7 +115,10 @@ import zipfile
 
 from packaging.requirements import Requirement  # installed with build
 
-wheel_path, sdist_path, version_file, license_path, vendor_doc_url = sys.argv[1:6]
+wheel_path, sdist_path, version_file, license_path, vendor_doc_url, docs_url, scripts_dir = sys.argv[1:8]
+sys.path.insert(0, scripts_dir)
+from check_long_description import relative_links  # noqa: E402
+
 REPO_URL = "https://github.com/airflow-provider-cex/airflow-provider-cex"
 with open(license_path, "rb") as f:
     license_text = f.read()
@@ -162,7 +172,8 @@ check(
 check(b"Apache License" in license_text and b"Version 2.0, January 2004" in license_text,
       "LICENSE is the Apache License 2.0 text")
 
-# Project URLs: Source, Changelog, Issues on the repository; Documentation = the vendor's Remote API page.
+# Project URLs: Source, Changelog, Issues on the repository; Documentation = the docs site; "Remote API" = the
+# vendor's Remote API page. Exactly these labels (a leftover or misspelled one is reported).
 urls = dict(
     (label.strip(), url.strip())
     for label, _, url in (line.partition(",") for line in meta.get_all("Project-URL") or [])
@@ -171,10 +182,51 @@ expected_urls = {
     "Source": REPO_URL,
     "Changelog": f"{REPO_URL}/blob/main/CHANGELOG.md",
     "Issues": f"{REPO_URL}/issues",
-    "Documentation": vendor_doc_url,
+    "Documentation": docs_url,
+    "Remote API": vendor_doc_url,
 }
 for label, url in expected_urls.items():
     check(urls.get(label) == url, f"wheel metadata Project-URL: {label}, {url}", f"got {urls.get(label)!r}")
+check(
+    set(urls) == set(expected_urls),
+    f"wheel metadata has no other Project-URL than {', '.join(expected_urls)}",
+    f"unexpected: {sorted(set(urls) - set(expected_urls))}",
+)
+
+# Authors and maintainers: names without email, which hatchling writes as Author / Maintainer (an email would
+# go to Author-email / Maintainer-email instead).
+for field, name in (
+    ("Author", "The airflow-provider-cex authors"),
+    ("Maintainer", "The airflow-provider-cex maintainers"),
+):
+    check(
+        meta[field] == name,
+        f"wheel metadata {field}: {name}",
+        f"got {field} {meta[field]!r}, {field}-email {meta[f'{field}-email']!r}",
+    )
+
+# Long description: the README, rendered on PyPI where there is no repository next to it, so every link and
+# image must be absolute (http(s)://, mailto:) or an in-page #anchor. Checked in the wheel's METADATA and in the
+# sdist's PKG-INFO (PyPI shows whichever file was uploaded first).
+check(
+    meta["Description-Content-Type"] == "text/markdown",
+    "wheel metadata Description-Content-Type is text/markdown",
+    f"got {meta['Description-Content-Type']!r}",
+)
+with tarfile.open(sdist_path) as sdist:
+    pkg_info = [m for m in sdist.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO")]
+    pkg_info_file = sdist.extractfile(pkg_info[0]) if len(pkg_info) == 1 else None
+    sdist_meta = email.parser.Parser().parsestr(pkg_info_file.read().decode()) if pkg_info_file else None
+for label, metadata in (("wheel METADATA", meta), ("sdist PKG-INFO", sdist_meta)):
+    description = str(metadata.get_payload()) if metadata is not None else ""
+    bad = relative_links(description)
+    for link in bad:
+        print(f"  relative link in the {label} long description, {link}", file=sys.stderr)
+    check(
+        bool(description.strip()) and not bad,
+        f"{label} long description has no relative links or images (absolute http(s)/mailto or #anchor only)",
+        "no long description" if not description.strip() else f"{len(bad)} relative, listed above",
+    )
 
 # Extras: openlineage and s3 exist; emulator is gone (it installed nothing: aiohttp is a runtime dependency).
 extras = meta.get_all("Provides-Extra") or []

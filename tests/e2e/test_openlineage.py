@@ -20,8 +20,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import AIRFLOW_V3, API_KEY, CONN_ENV, connection_json
+from tests.openlineage_schemas import dataset_facets, registry, validate_facet, validate_run_event
 
 pytest.importorskip("airflow.providers.openlineage", reason="needs the 'openlineage' extra")
+
+#: The operators' tasks in the DAG below: every dataset facet in their events is built by this provider.
+OPERATOR_TASKS = ("start_export", "download_export", "export_in_one_task")
 
 CONFLUENCE = "https://acme.atlassian.net/wiki"
 
@@ -95,6 +99,17 @@ def run_with_openlineage(tmp_path: Path, emulator: Any) -> tuple[subprocess.Comp
     return done, events
 
 
+def task_events(events: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(task id, event) of every task-level event written, in order."""
+    found = []
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        job = event["job"]["name"]
+        if "." in job:
+            found.append((job.split(".", 1)[1], event))
+    return found
+
+
 def complete_events(events: Path) -> dict[str, dict[str, Any]]:
     """The COMPLETE event of each task, by task id."""
     found = {}
@@ -111,10 +126,26 @@ def datasets(event: dict[str, Any], side: str) -> list[tuple[str, str]]:
 
 
 def test_complete_events_carry_the_page_in_and_the_file_out(airflow_db, emulator, tmp_path):
+    from airflow_provider_cex.openlineage_facets import FACET_SCHEMA_URL, FILE_FACET
+
     done, events = run_with_openlineage(tmp_path, emulator)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert API_KEY not in done.stdout + done.stderr + events.read_text()
     complete = complete_events(events)
+
+    # Every event is an OpenLineage RunEvent, and every dataset facet of the operators' events (all built by
+    # this provider) matches the schema its _schemaURL names: ours as shipped in docs/openlineage/, the
+    # standard ones as OpenLineage publishes them (offline copies: tests/openlineage_spec/).
+    schemas = registry()
+    for line in events.read_text().splitlines():
+        validate_run_event(json.loads(line), schemas)
+    validated = set()
+    for task_id, event in task_events(events):
+        if task_id in OPERATOR_TASKS:
+            for key, emitted in dataset_facets([*event.get("inputs", []), *event.get("outputs", [])]):
+                validate_facet(key, emitted, schemas)
+                validated.add(key)
+    assert validated == {"documentation", FILE_FACET, "outputStatistics"}, validated
 
     out = tmp_path / "out"
     three_tasks_file = out / "three-tasks" / "page-4711.pdf"
@@ -123,7 +154,7 @@ def test_complete_events_carry_the_page_in_and_the_file_out(airflow_db, emulator
     assert datasets(download, "inputs") == [(CONFLUENCE, "4711")]  # found through the start task's XCom
     assert datasets(download, "outputs") == [("file", str(three_tasks_file))]
     (output,) = download["outputs"]
-    facet = output["facets"]["contentExporterFile"]
+    facet = output["facets"][FILE_FACET]
     assert (
         facet["sha256"]
         == hashlib.sha256(three_tasks_file.read_bytes()).hexdigest()
@@ -132,12 +163,12 @@ def test_complete_events_carry_the_page_in_and_the_file_out(airflow_db, emulator
     assert facet["sizeBytes"] == three_tasks_file.stat().st_size == emulator.artifact_size
     assert facet["contentType"] == "application/pdf" and facet["fileName"] == "page-4711.pdf"
     assert output["outputFacets"]["outputStatistics"]["size"] == emulator.artifact_size
-    assert facet["_schemaURL"].endswith("#/$defs/ContentExporterFileDatasetFacet")
+    assert facet["_schemaURL"] == FACET_SCHEMA_URL
 
     one_task = complete["export_in_one_task"]
     assert datasets(one_task, "inputs") == [(CONFLUENCE, "4712")]
     assert datasets(one_task, "outputs") == [("file", str(out / "one-task" / "page-4712.pdf"))]
-    assert one_task["outputs"][0]["facets"]["contentExporterFile"]["sha256"] == emulator.artifact_sha256
+    assert one_task["outputs"][0]["facets"][FILE_FACET]["sha256"] == emulator.artifact_sha256
 
     # Hook-level lineage: the @task's event names the file the hook wrote (Airflow 3 reads the collector for
     # @task). dag.test() runs every task in one process, where the collector also still holds the files of
