@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-af2 test-floors lint bench faults clean
+.PHONY: demo test test-af2 test-floors lint docs bench faults clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/deptry airflow_provider_cex
+
+# The documentation site (docs/, Sphinx + MyST + autoapi) in .venv-docs; warnings are errors.
+docs:
+	bash scripts/build_docs.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/import_cost.py
@@ -66,4 +71,4 @@ faults: $(STAMP)
 	$(BIN)/python -m benchmarks.fault_matrix --seeds 6 --check
 
 clean:
-	rm -rf $(VENV) $(AF2_VENV) $(FLOORS_VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AF2_VENV) $(FLOORS_VENV) .venv-docs docs/_build .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -56,7 +56,9 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
     export failed, and the log says which. Below Airflow 3.3 every try starts a new export.
 
     :param page_id: id of the Confluence (parent) page, digits only. Templated.
-    :param output_path: where the file goes, as for :class:`ContentExporterDownloadExportOperator`. Templated.
+    :param output_path: where the file goes, as for
+        :class:`~airflow_provider_cex.operators.content_exporter.ContentExporterDownloadExportOperator`.
+        Templated.
     :param export_body: the export configuration (dict or ``.json`` file), as for the start operator.
         Templated.
     :param output_conn_id: connection for an object storage ``output_path``. Templated.

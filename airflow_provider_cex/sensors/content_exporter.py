@@ -41,16 +41,18 @@ class ContentExporterExportSensor(BaseSensorOperator):
     and treated as "not done yet", so only the sensor's own ``timeout`` ends the wait.
 
     With ``deferrable=True`` (default: ``[operators] default_deferrable``) the sensor checks
-    once, then hands polling to :class:`~airflow_provider_cex.triggers.content_exporter.
-    ContentExporterExportTrigger` in the triggerer and frees its worker slot entirely; the
-    outcomes are the same as in reschedule mode.
+    once, then hands polling to
+    :class:`~airflow_provider_cex.triggers.content_exporter.ContentExporterExportTrigger` in the
+    triggerer and frees its worker slot entirely; the outcomes are the same as in reschedule mode.
 
     ``soft_fail=True`` skips the task when the export failed or the wait timed out, and only then:
     a rejected key, an unknown or malformed hash, an unreadable answer or an outage past the
-    deadline still fail it, in every mode (see :func:`~airflow_provider_cex.triggers.events.
-    raise_for_event`).
+    deadline still fail it, in every mode (see
+    :func:`~airflow_provider_cex.triggers.events.raise_for_event`).
 
-    :param export_hash: the hash returned by :class:`ContentExporterStartExportOperator`. Templated.
+    :param export_hash: the hash returned by
+        :class:`~airflow_provider_cex.operators.content_exporter.ContentExporterStartExportOperator`.
+        Templated.
     :param content_exporter_conn_id: connection of type ``content_exporter``. Templated.
     :param deferrable: poll from the triggerer instead of a worker (needs a running triggerer).
     """
