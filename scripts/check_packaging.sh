@@ -346,6 +346,27 @@ install_and_import() {
     ok "$label${extras:+ with $extras} installed into a clean venv with $AIRFLOW_PIN; imports $got_version from the venv, not the repo"
 }
 
+# --- 3b. what the metadata refuses at install time ------------------------------------------------------------
+# Environments the provider cannot work in must fail to resolve, not install and then fail to import: Python 3.10
+# (compat 1.21 and later need 3.11; the trigger uses asyncio.Task.cancelling()) and common-compat 1.22 (no
+# AirflowException, mask_secret or ResumableJobMixin in compat.sdk).
+expect_refused() {
+    local what=$1 pattern=$2 log=$3
+    shift 3
+    if "$@" >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        fail "$what resolved, but the provider cannot work there: the metadata must refuse it"
+    fi
+    grep -Eq "$pattern" "$log" || { tail -n 20 "$log" >&2; fail "$what was refused, but not for the expected reason"; }
+    ok "$what is refused at install time"
+}
+echo "airflow-provider-cex @ file://$WHEEL" >"$WORK/wheel-req.txt"
+expect_refused "Python 3.10" "Python>=3.11|requires-python|>=3.11" "$WORK/py310.log" \
+    "$UV" pip compile -q --python-version 3.10 --no-header "$WORK/wheel-req.txt"
+echo "apache-airflow-providers-common-compat==1.22.0" >"$WORK/compat-122.txt"
+expect_refused "apache-airflow-providers-common-compat 1.22.0" "common-compat" "$WORK/compat122.log" \
+    "$UV" pip compile -q --python-version 3.11 --no-header -c "$WORK/compat-122.txt" "$WORK/wheel-req.txt"
+
 # --- 4. wheel (no extras) in a clean venv: import, Airflow sees the provider, the emulator serves ----------
 V1="$WORK/venv-wheel"
 install_and_import wheel "$V1" "$WHEEL"
