@@ -1,10 +1,11 @@
-"""The OpenLineage facets the provider emits, validated offline against the schemas they name.
+"""The OpenLineage facets the provider emits, checked offline.
 
 The facets are built by the operators themselves (``execute`` against the emulator, then
 ``get_openlineage_facets_on_complete``, which is what the OpenLineage provider's listener calls) and
-serialized the way the OpenLineage client serializes events. Our custom facet is checked against the schema
-shipped in ``docs/openlineage/``, the standard ones against OpenLineage's (``tests/openlineage_spec/``).
-tests/e2e/test_openlineage.py validates the facets of real emitted events the same way.
+serialized the way the OpenLineage client serializes events. Our custom facet is validated against the
+schema shipped in ``docs/openlineage/`` (its OpenLineage base resolved to a stand-in written in
+``tests/openlineage_schemas.py``); the standard ones are checked for the ``_producer``/``_schemaURL`` a
+consumer relies on. tests/e2e/test_openlineage.py checks the facets of real emitted events the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ pytest.importorskip("airflow.providers.openlineage", reason="needs the 'openline
 
 from airflow.providers.common.compat.openlineage.facet import DatasetFacet
 from openlineage.client.serde import Serde
+from referencing.exceptions import Unresolvable
 
 from airflow_provider_cex import __version__
 from airflow_provider_cex.openlineage_facets import (
@@ -29,11 +31,15 @@ from airflow_provider_cex.openlineage_facets import (
     AirflowProviderCexFileDatasetFacet,
 )
 from tests.openlineage_schemas import (
+    OPENLINEAGE_SPEC,
     REPO,
+    check_facet,
+    check_run_event,
+    check_standard_facet,
     dataset_facets,
     registry,
     schema_documents,
-    validate_facet,
+    validate_own_facet,
 )
 
 RAW_HOST = "raw.githubusercontent.com"
@@ -120,12 +126,15 @@ def emitted(served_emulator, tmp_path) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def test_every_facet_the_operators_emit_matches_its_schema(emitted, schemas, served_emulator):
+def test_every_facet_the_operators_emit_is_checked(emitted, schemas, served_emulator):
     seen = set()
     for task_id, datasets in emitted.items():
         for key, facet in dataset_facets(datasets):
             try:
-                validate_facet(key, facet, schemas)
+                # Ours against the shipped schema, the standard ones for _producer and _schemaURL.
+                check_facet(key, facet, schemas)
+                if key == FILE_FACET:
+                    validate_own_facet(key, facet, schemas)  # not only through the dispatch
             except AssertionError as err:
                 raise AssertionError(f"{task_id}: {err}") from None
             seen.add(key)
@@ -171,9 +180,8 @@ def test_the_schema_url_is_immutable_versioned_and_points_at_the_shipped_file():
 
 
 def test_every_shipped_schema_has_an_immutable_id_of_this_version():
+    assert schema_documents()
     for schema_id, (path, _) in schema_documents().items():
-        if path.parent.name != "openlineage" or path.parent.parent.name != "docs":
-            continue
         assert schema_id == (
             f"https://{RAW_HOST}/{OWNER_REPO}/v{__version__}/docs/openlineage/{path.name}"
         ), f"{path}: $id {schema_id} is not this version's tagged raw URL"
@@ -209,7 +217,7 @@ def test_a_field_missing_from_the_schema_fails_validation(schemas):
         Grown(sizeBytes=1, sha256="a" * 64, contentType="application/pdf", fileName="f.pdf", exportHash="h")
     )
     with pytest.raises(AssertionError, match="pageTitle"):
-        validate_facet(FILE_FACET, facet, schemas)
+        validate_own_facet(FILE_FACET, facet, schemas)
 
 
 @pytest.mark.parametrize(
@@ -218,6 +226,13 @@ def test_a_field_missing_from_the_schema_fails_validation(schemas):
         ({"sha256": "not-hex"}, "does not match"),
         ({"sizeBytes": -1}, "less than the minimum"),
         ({"_producer": "not a url"}, "_producer"),
+        ({"_deleted": "yes"}, "is not of type 'boolean'"),
+        (
+            {
+                "_schemaURL": "https://openlineage.io/spec/facets/1-0-0/FileDatasetFacet.json#/$defs/FileDatasetFacet"
+            },
+            "does not resolve to a local schema",
+        ),
         (
             {"_schemaURL": FACET_SCHEMA_URL.replace(f"/v{__version__}/", "/main/")},
             "does not resolve to a local schema",
@@ -230,12 +245,12 @@ def test_broken_facets_fail_validation(schemas, change, message):
             sizeBytes=1, sha256="a" * 64, contentType=None, fileName="f.pdf", exportHash="h"
         )
     )
-    validate_facet(FILE_FACET, facet, schemas)  # as built: valid
+    check_facet(FILE_FACET, facet, schemas)  # as built: valid
     with pytest.raises(AssertionError, match=message):
-        validate_facet(FILE_FACET, {**facet, **change}, schemas)
+        check_facet(FILE_FACET, {**facet, **change}, schemas)
     facet_without_producer = {k: v for k, v in facet.items() if k != "_producer"}
     with pytest.raises(AssertionError, match="_producer"):
-        validate_facet(FILE_FACET, facet_without_producer, schemas)
+        check_facet(FILE_FACET, facet_without_producer, schemas)
 
 
 def test_the_facet_key_must_be_the_one_the_schema_declares(schemas):
@@ -245,4 +260,103 @@ def test_the_facet_key_must_be_the_one_the_schema_declares(schemas):
         )
     )
     with pytest.raises(AssertionError, match="contentExporterFile"):
-        validate_facet("contentExporterFile", facet, schemas)
+        check_facet("contentExporterFile", facet, schemas)
+
+
+def test_the_openlineage_base_is_the_local_stand_in_and_nothing_is_fetched(schemas):
+    from jsonschema import Draft202012Validator
+
+    from tests.openlineage_schemas import FORMATS, OPENLINEAGE_BASE_STANDIN
+
+    assert schemas.contents(OPENLINEAGE_SPEC) is OPENLINEAGE_BASE_STANDIN
+    assert set(OPENLINEAGE_BASE_STANDIN["$defs"]) == {"BaseFacet", "DatasetFacet"}
+    base = Draft202012Validator(
+        {"$ref": f"{OPENLINEAGE_SPEC}#/$defs/DatasetFacet"}, registry=schemas, format_checker=FORMATS
+    )
+    ok = {"_producer": "https://example.com/p", "_schemaURL": "https://example.com/s.json", "extra": 1}
+    assert base.is_valid(ok) and base.is_valid({**ok, "_deleted": True})
+    for broken in (
+        {"_schemaURL": ok["_schemaURL"]},
+        {"_producer": ok["_producer"]},
+        {**ok, "_producer": "not a url"},
+        {**ok, "_schemaURL": 7},
+        {**ok, "_deleted": "no"},
+        [],
+    ):
+        assert not base.is_valid(broken), broken
+    # Any other document (another OpenLineage version, a standard facet) is unresolvable, never downloaded.
+    for uri in (
+        "https://openlineage.io/spec/2-0-1/OpenLineage.json",
+        "https://openlineage.io/spec/facets/1-1-0/DocumentationDatasetFacet.json",
+    ):
+        with pytest.raises(Unresolvable):
+            schemas.resolver().lookup(f"{uri}#/$defs/DatasetFacet")
+
+
+@pytest.mark.parametrize(
+    ("facet", "message"),
+    [
+        (
+            {"_schemaURL": "https://openlineage.io/spec/facets/1-1-0/DocumentationDatasetFacet.json"},
+            "_producer",
+        ),
+        ({"_producer": "https://example.com/producer"}, "_schemaURL"),
+        (
+            {
+                "_producer": "http://example.com/producer",
+                "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DocumentationDatasetFacet.json#/$defs/DocumentationDatasetFacet",
+            },
+            "not an https URL",
+        ),
+        (
+            {
+                "_producer": "https://example.com/producer",
+                "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DocumentationDatasetFacet.json#/$defs/Other",
+            },
+            "is not of the form",
+        ),
+        (
+            {
+                "_producer": "https://example.com/producer",
+                "_schemaURL": "https://openlineage.io/spec/facets/latest/DocumentationDatasetFacet.json#/$defs/DocumentationDatasetFacet",
+            },
+            "is not of the form",
+        ),
+    ],
+)
+def test_standard_facets_need_an_https_producer_and_a_versioned_schema_url(facet, message):
+    with pytest.raises(AssertionError, match=message):
+        check_standard_facet("documentation", facet)
+    check_standard_facet(
+        "documentation",
+        {
+            "_producer": "https://example.com/producer",
+            "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DocumentationDatasetFacet.json"
+            "#/$defs/DocumentationDatasetFacet",
+            "description": "anything else is OpenLineage's business",
+        },
+    )
+
+
+def test_a_run_event_needs_what_a_consumer_reads():
+    event = {
+        "eventType": "COMPLETE",
+        "eventTime": "2026-11-28T00:00:00+00:00",
+        "run": {"runId": "01890a5d-ac96-774b-bcce-b302099a8057"},
+        "job": {"namespace": "cex-tests", "name": "dag.task"},
+        "inputs": [{"namespace": "https://acme.atlassian.net/wiki", "name": "4711"}],
+        "outputs": [{"namespace": "file", "name": "/tmp/page-4711.pdf"}],
+        "producer": "https://github.com/apache/airflow/tree/providers-openlineage/2.0.0",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+    }
+    check_run_event(event)
+    for change, message in (
+        ({"eventType": "DONE"}, "eventType"),
+        ({"run": {"runId": "42"}}, "runId"),
+        ({"job": {"namespace": "cex-tests"}}, "job.name"),
+        ({"outputs": [{"namespace": "file"}]}, "outputs has name"),
+        ({"producer": "airflow"}, "producer"),
+        ({"schemaURL": None}, "schemaURL"),
+    ):
+        with pytest.raises(AssertionError, match=message):
+            check_run_event({**event, **change})
