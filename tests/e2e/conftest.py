@@ -49,19 +49,31 @@ def run_dag(dag: Any, conf: dict[str, Any] | None = None, logical_date: Any = No
     if not AIRFLOW_V3:
         dag.sync_to_db()
         return dag.test(run_conf=conf, execution_date=logical_date)
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    bag = DagBag(dag_folder=os.devnull)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
+    sync_dag_v3(dag)
     return dag.test(run_conf=conf, logical_date=logical_date)
 
 
-def load_example_dag(dag_id: str, file_name: str) -> Any:
-    if AIRFLOW_V3:
-        from airflow.dag_processing.dagbag import DagBag
-    else:
+def sync_dag_v3(dag: Any) -> None:
+    """Serialize ``dag`` into the metadata DB (Airflow 3.1+ moved DagBag to ``airflow.dag_processing``)."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    except ImportError:  # Airflow 3.0
         from airflow.models.dagbag import DagBag
+
+        bag = DagBag(dag_folder=os.devnull)
+        bag.bag_dag(dag)
+        bag.sync_to_db("dags-folder", None)
+        return
+    bag = DagBag(dag_folder=os.devnull)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def load_example_dag(dag_id: str, file_name: str) -> Any:
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 2.11 and 3.0
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS / file_name))
     assert not bag.import_errors, bag.import_errors

@@ -7,7 +7,6 @@ on that asset is due to run: the scheduler's own query (``DagModel.dags_needing_
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +14,7 @@ from airflow.providers.common.compat.sdk import DAG, Asset, AssetAlias
 
 from airflow_provider_cex.operators.content_exporter import ContentExporterDownloadExportOperator
 from tests.conftest import AIRFLOW_V3
-from tests.e2e.conftest import asset_event_extras, run_dag, xcom_value
+from tests.e2e.conftest import asset_event_extras, run_dag, sync_dag_v3, xcom_value
 from tests.e2e.test_download_destinations import LOGICAL_DATE, finished_export
 
 
@@ -24,11 +23,7 @@ def sync_without_running(dag: DAG) -> None:
     if not AIRFLOW_V3:
         dag.sync_to_db()
         return
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    bag = DagBag(dag_folder=os.devnull)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
+    sync_dag_v3(dag)
 
 
 def unpause(dag_id: str) -> None:
