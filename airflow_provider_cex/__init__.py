@@ -21,33 +21,80 @@ PLACEHOLDERS = {
     "host": f"{US_APPLICATION_URL} (empty: chosen by region)",
     "password": "the key generated on the Content Exporter admin page",
     "region": "us",
-    "timeout": "60",
+    "timeout": "60, or 5, 60 (connect, read)",
 }
+
+
+#: Region values the ``region`` extra takes; unset (null or absent) means ``us`` unless the host is set.
+REGIONS = ("us", "eu")
+
+# The text forms the ``timeout`` and ``confluence_url`` extras take, as regular expressions that mean the
+# same in Python's ``re`` (the parser, and ``jsonschema``, which applies ``pattern`` with ``re.search``)
+# and in JavaScript. Text arrives from URIs (query values are strings), the Airflow 2.11 form (text
+# inputs) and the Airflow 3 form (its multi-type field keeps what is not JSON as text).
+_SPACE = r"[ \t\r\n]*"
+_SECONDS = r"(?:0*[1-9][0-9]*(?:\.[0-9]*)?|0*\.0*[1-9][0-9]*)"  # a positive decimal number, no exponent
+#: ``60``, ``0.5``, ``5, 60`` or ``[5, 60]`` (connect, read); empty or blank means the default.
+TIMEOUT_TEXT_PATTERN = (
+    rf"^{_SPACE}(?:{_SECONDS}|{_SECONDS}{_SPACE},{_SPACE}{_SECONDS}"
+    rf"|\[{_SPACE}{_SECONDS}{_SPACE},{_SPACE}{_SECONDS}{_SPACE}\])?{_SPACE}$"
+)
+#: Longest timeout text accepted (a longer one is no realistic number of seconds).
+TIMEOUT_TEXT_MAX_LENGTH = 40
+#: Largest finite float: the schema's ``maximum``, so that it rejects infinity (which the parser rejects).
+FINITE_MAX = 1.7976931348623157e308
+#: ``http(s)://host[:port][/path]``, no credentials, query or fragment; empty or blank means not set.
+CONFLUENCE_URL_PATTERN = (
+    rf"^{_SPACE}(?:https?://(?:[^ \t\r\n/?#@:\[\]]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
+    rf"(?:/[^ \t\r\n?#]*)?)?{_SPACE}$"
+)
 
 
 def conn_fields() -> dict[str, dict[str, Any]]:
     """The connection form's extra fields, written once for both UIs.
 
     Airflow 3 reads them from the provider info (``conn-fields``), Airflow 2.11 from the hook's
-    ``get_connection_form_widgets``, which builds its widgets from this same table.
+    ``get_connection_form_widgets``, which builds its widgets from this same table. Each schema
+    accepts exactly the values :func:`airflow_provider_cex.protocol.settings_from_connection` accepts
+    (``tests/unit/test_connection_form_schema.py`` holds the two together):
+
+    - ``region``: a dropdown in Airflow 3 (``enum`` with a labelled "not set" choice, stored as null).
+    - ``timeout``: several JSON types without ``enum``, so Airflow 3 renders one text box that stores
+      ``60`` as a number, ``[5, 60]`` as a list and anything else (``5, 60``) as text.
+    - ``confluence_url``: a text box; Airflow 3 stores an empty box as null.
     """
     return {
         "region": {
             "label": "Region",
             "description": f"Used when Application URL is empty: 'us' ({US_APPLICATION_URL}) or 'eu' "
-            f"({EU_APPLICATION_URL}).",
-            "schema": {"type": ["string", "null"], "enum": ["us", "eu"]},
+            f"({EU_APPLICATION_URL}). Not set: us.",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": [*REGIONS, None],
+                # Airflow 3's dropdown labels (its key for null is "null"); ignored by JSON Schema.
+                "values_display": {"us": "us", "eu": "eu", "null": "not set (us)"},
+            },
         },
         "confluence_url": {
             "label": "Confluence URL",
             "description": "Optional, e.g. https://acme.atlassian.net/wiki: adds a 'Confluence page' link "
             "to export tasks.",
-            "schema": {"type": ["string", "null"]},
+            "schema": {"type": ["string", "null"], "pattern": CONFLUENCE_URL_PATTERN},
         },
         "timeout": {
             "label": "Timeout (seconds)",
-            "description": "Read timeout of each HTTP call (default 60).",
-            "schema": {"type": ["number", "null"], "minimum": 1},
+            "description": "Read timeout of each HTTP call in seconds (default 60), or connect and read "
+            "timeouts as two numbers: 5, 60 or [5, 60].",
+            "schema": {
+                "type": ["number", "array", "string", "null"],
+                "exclusiveMinimum": 0,
+                "maximum": FINITE_MAX,
+                "items": {"type": "number", "exclusiveMinimum": 0, "maximum": FINITE_MAX},
+                "minItems": 2,
+                "maxItems": 2,
+                "pattern": TIMEOUT_TEXT_PATTERN,
+                "maxLength": TIMEOUT_TEXT_MAX_LENGTH,
+            },
         },
     }
 

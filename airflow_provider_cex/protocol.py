@@ -13,9 +13,16 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from airflow_provider_cex import EU_APPLICATION_URL, US_APPLICATION_URL
+from airflow_provider_cex import (
+    CONFLUENCE_URL_PATTERN,
+    EU_APPLICATION_URL,
+    REGIONS,
+    TIMEOUT_TEXT_MAX_LENGTH,
+    TIMEOUT_TEXT_PATTERN,
+    US_APPLICATION_URL,
+)
 from airflow_provider_cex.endpoints import (
     DEFAULT_PATHS,
     PLACEHOLDER,
@@ -144,22 +151,30 @@ class ConnectionSettings:
         return self.proxies.get(urlsplit(url).scheme.lower()) if self.proxies else None
 
 
+def parse_region(value: Any) -> str | None:
+    """Read the ``region`` extra: ``us``, ``eu``, or unset (null or absent): the form's dropdown choices."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value in REGIONS:
+        return value
+    raise ValueError(
+        f"Connection extra 'region' must be 'us' or 'eu' (lower case) or not set, got "
+        f"{_clip(repr(value), 20)}; or set the Application URL (host) explicitly."
+    )
+
+
 def resolve_base_url(host: str | None, port: int | None = None, region: str | None = None) -> str:
     """The application URL: the connection host when given, else the vendor URL of ``region``."""
     host = (host or "").strip()
     if not host:
-        key = (region or "us").strip().lower()
-        if key not in REGION_URLS:
-            raise ValueError(
-                f"Connection extra 'region' must be 'us' or 'eu', got {_clip(str(region), 20)!r}; "
-                "or set the Application URL (host) explicitly."
-            )
-        return REGION_URLS[key]
+        return REGION_URLS[parse_region(region) or "us"]
     if "://" not in host:
         host = f"https://{host}"
-        if port:
-            host = f"{host}:{int(port)}"
     parts = urlsplit(host)
+    if port and parts.hostname and ":" not in parts.netloc.rpartition("@")[2].rpartition("]")[2]:
+        # A port of its own (a URI's: content-exporter://https://:key@host:8443) joins a host without one.
+        host = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{int(port)}"))
+        parts = urlsplit(host)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"Application URL {_clip(host, 80)!r} is not an http(s) URL; use e.g. {US_APPLICATION_URL}."
@@ -173,26 +188,60 @@ def resolve_base_url(host: str | None, port: int | None = None, region: str | No
 
 
 def parse_timeout(value: Any) -> tuple[float, float]:
-    """Read the ``timeout`` extra: seconds (read timeout) or ``[connect, read]``."""
-    if value in (None, ""):
+    """Read the ``timeout`` extra: seconds (read timeout) or ``[connect, read]``.
+
+    Accepts a number, a list of two numbers, or their text (``"60"``, ``"5, 60"``, ``"[5, 60]"``: what URIs
+    and text inputs store); null or blank text means the defaults. Every number must be finite and > 0.
+    """
+    if value is None:
         return DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
-    try:
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            connect, read = float(value[0]), float(value[1])
-        else:
-            read = float(value)
-            connect = min(DEFAULT_CONNECT_TIMEOUT, read)
-    except (TypeError, ValueError):
+    numbers: list[Any]
+    if isinstance(value, str):
+        if len(value) > TIMEOUT_TEXT_MAX_LENGTH or not re.search(TIMEOUT_TEXT_PATTERN, value):
+            raise ValueError(
+                "Connection extra 'timeout' must be seconds such as 60, or connect and read seconds "
+                f"such as [5, 60]; got {_clip(repr(value), 40)}."
+            )
+        numbers = re.findall(r"[0-9.]+", value)
+        if not numbers:
+            return DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
+    elif isinstance(value, list) and len(value) == 2 and all(_is_number(item) for item in value):
+        numbers = value
+    elif _is_number(value):
+        numbers = [value]
+    else:
         raise ValueError(
-            f"Connection extra 'timeout' must be a number of seconds, got {_clip(repr(value), 40)}."
-        ) from None
-    if not (math.isfinite(connect) and math.isfinite(read)) or connect <= 0 or read <= 0:
+            "Connection extra 'timeout' must be a number of seconds or a list [connect, read] of two "
+            f"numbers, got {_clip(repr(value), 40)}."
+        )
+    try:
+        seconds = [float(number) for number in numbers]
+    except OverflowError:  # an integer too large for a float
+        seconds = [math.inf]
+    if not all(math.isfinite(second) and second > 0 for second in seconds):
         raise ValueError(f"Connection extra 'timeout' must be positive, got {_clip(repr(value), 40)}.")
-    return connect, read
+    if len(seconds) == 2:
+        return seconds[0], seconds[1]
+    return min(DEFAULT_CONNECT_TIMEOUT, seconds[0]), seconds[0]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _object_from_text(value: Any) -> Any:
+    """A JSON object given as text (a URI's query values are text) as a dict; anything else unchanged."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def parse_endpoints(value: Any) -> dict[str, str]:
-    """Read the ``endpoints`` extra: path templates overriding the assumed defaults."""
+    """Read the ``endpoints`` extra: path templates overriding the defaults (an object or its JSON text)."""
+    value = _object_from_text(value)
     if value in (None, "", {}):
         return {}
     if not isinstance(value, dict):
@@ -235,21 +284,25 @@ def parse_verify(value: Any) -> bool | str:
 
 
 def parse_confluence_url(value: Any) -> str | None:
-    """Read the ``confluence_url`` extra (e.g. ``https://acme.atlassian.net/wiki``), used for UI links."""
-    if value in (None, ""):
+    """Read the ``confluence_url`` extra (e.g. ``https://acme.atlassian.net/wiki``), used for UI links.
+
+    ``http(s)://host[:port][/path]`` without credentials, query or fragment; null or blank means not set.
+    """
+    if value is None:
         return None
-    text = str(value).strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.username:
+    if not isinstance(value, str) or not re.search(CONFLUENCE_URL_PATTERN, value):
         raise ValueError(
             f"Connection extra 'confluence_url' must be your Confluence base URL such as "
-            f"https://acme.atlassian.net/wiki, got {_clip(text, 80)!r}."
+            f"https://acme.atlassian.net/wiki, got {_clip(repr(value), 80)}."
         )
-    return text
+    return value.strip(" \t\r\n").rstrip("/") or None
 
 
 def parse_proxies(value: Any) -> dict[str, str]:
-    """Read the ``proxies`` extra: target URL scheme -> ``http(s)://[user:password@]host[:port]``."""
+    """Read the ``proxies`` extra: target URL scheme -> ``http(s)://[user:password@]host[:port]``.
+
+    An object, or its JSON text (a URI's query values are text)."""
+    value = _object_from_text(value)
     if value in (None, "", {}):
         return {}
     where = f"Connection extra 'proxies' (e.g. {PROXIES_EXAMPLE})"
@@ -303,19 +356,33 @@ def confluence_page_url(confluence_url: str, page_id: str) -> str:
 
 
 def settings_from_connection(
-    conn_id: str, host: str | None, password: str | None, port: int | None, extra: dict[str, Any]
+    conn_id: str,
+    host: str | None,
+    password: str | None,
+    port: int | None,
+    extra: dict[str, Any],
+    *,
+    conn_type: str | None = "content_exporter",
 ) -> ConnectionSettings:
     """Build :class:`ConnectionSettings` from the fields of an Airflow connection."""
     if not password:
+        hint = ""
+        if not conn_type and not host:  # what Airflow makes of AIRFLOW_CONN_X='content_exporter://...'
+            hint = (
+                " The connection has no type and no host either: if it is a URI, write its scheme "
+                "content-exporter:// (Airflow turns '-' into '_'); Python's URL parser does not accept "
+                "'_' in a scheme, so content_exporter://... reads as an empty connection."
+            )
         raise ContentExporterAuthError(
             f"Connection {conn_id!r} has no API key: put the key generated on the Content Exporter "
-            "admin page (Remote API) in the connection's password field."
+            f"admin page (Remote API) in the connection's password field.{hint}"
         )
     try:
         connect, read = parse_timeout(extra.get("timeout"))
+        region = parse_region(extra.get("region"))  # checked even when the host makes it unused
         return ConnectionSettings(
             conn_id=conn_id,
-            base_url=resolve_base_url(host, port, extra.get("region")),
+            base_url=resolve_base_url(host, port, region),
             api_key=password,
             connect_timeout=connect,
             read_timeout=read,

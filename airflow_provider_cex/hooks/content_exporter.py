@@ -21,11 +21,15 @@ import requests
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_cex import (
+    CONFLUENCE_URL_PATTERN,
     CONN_TYPE,
     DEFAULT_CONN_ID,
     HIDDEN_FIELDS,
     PLACEHOLDERS,
+    REGIONS,
     RELABELING,
+    TIMEOUT_TEXT_MAX_LENGTH,
+    TIMEOUT_TEXT_PATTERN,
     conn_fields,
 )
 from airflow_provider_cex.core import (
@@ -142,16 +146,39 @@ class ContentExporterHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form in the Airflow 2 UI (Airflow 3 reads provider info)."""
+        """Extra fields of the connection form in the Airflow 2 UI (Airflow 3 reads provider info).
+
+        Built from :func:`~airflow_provider_cex.conn_fields` and refusing, on save, what its schemas refuse.
+        Airflow 2.11 takes text, password, integer and check-box fields only: all three are text boxes
+        (an empty one is not saved), checked with the schemas' ``enum`` or ``pattern``; Airflow 2.11 saves
+        the text as it is, and the parser reads text.
+        """
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
         from wtforms import StringField
+        from wtforms.validators import AnyOf, Length, Optional, Regexp
 
+        fields = conn_fields()
+        validators = {
+            "region": [AnyOf(REGIONS, message="Expected us or eu (lower case), or nothing.")],
+            "confluence_url": [
+                Regexp(CONFLUENCE_URL_PATTERN, message="Expected e.g. https://acme.atlassian.net/wiki.")
+            ],
+            "timeout": [
+                Length(max=TIMEOUT_TEXT_MAX_LENGTH),
+                Regexp(
+                    TIMEOUT_TEXT_PATTERN, message="Expected seconds such as 60, or 5, 60 (connect, read)."
+                ),
+            ],
+        }
         return {
             name: StringField(
-                lazy_gettext(field["label"]), widget=BS3TextFieldWidget(), description=field["description"]
+                lazy_gettext(field["label"]),
+                widget=BS3TextFieldWidget(),
+                description=field["description"],
+                validators=[Optional(), *validators[name]],
             )
-            for name, field in conn_fields().items()
+            for name, field in fields.items()
         }
 
     @classmethod
@@ -171,7 +198,12 @@ class ContentExporterHook(BaseHook):
             mask_secret(conn.password)
         extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
         settings = settings_from_connection(
-            self.content_exporter_conn_id, conn.host, conn.password, conn.port, extra
+            self.content_exporter_conn_id,
+            conn.host,
+            conn.password,
+            conn.port,
+            extra,
+            conn_type=conn.conn_type,
         )
         for proxy in settings.proxies.values():  # a proxy's password is a secret too
             if password := urlsplit(proxy).password:

@@ -276,7 +276,9 @@ async def lookup_settings(conn_id: str) -> ConnectionSettings:
     conn = await get_async_connection(conn_id)
     # Airflow >= 3.3.2 masks extras asynchronously; the sync property would block the loop there.
     extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
-    return settings_from_connection(conn_id, conn.host, conn.password, conn.port, extra or {})
+    return settings_from_connection(
+        conn_id, conn.host, conn.password, conn.port, extra or {}, conn_type=conn.conn_type
+    )
 
 
 class SettingsCache:

@@ -33,8 +33,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = ROOT / "docs" / "connection-form.png"
+#: The documentation's picture; CEX_FORM_SCREENSHOT puts it elsewhere (e.g. to leave docs/ untouched).
+SCREENSHOT = Path(os.environ.get("CEX_FORM_SCREENSHOT") or ROOT / "docs" / "connection-form.png")
+#: The form of test_empty_region_and_two_timeouts_save_and_the_hook_reads_them, filled in.
+FILLED_SCREENSHOT = Path(os.environ.get("CEX_FILLED_FORM_SCREENSHOT") or "/tmp/conn-form.png")
 NEW_CONN_ID = "content_exporter_eu"
+PAIR_CONN_ID = "content_exporter_timeouts"
 EXAMPLE_KEY = "cexk_example_not_a_real_key_0123456789"
 
 
@@ -74,7 +78,8 @@ def _side_by_side(page: Any, left: bytes, right: bytes, path: Path) -> None:
     page.locator("#pair").screenshot(path=str(path))
 
 
-def test_add_connection_form_shows_the_content_exporter_fields(stack: Any, page: Any) -> None:
+def _open_add_connection(stack: Any, page: Any, conn_id: str) -> Any:
+    """Log in, open Admin -> Connections -> Add Connection, pick our type; return the dialog."""
     # Log in (simple auth manager: the user and password the stack wrote to its passwords file).
     page.goto(stack.ui_url)
     page.get_by_label("Username").fill(stack.username)
@@ -89,11 +94,16 @@ def test_add_connection_form_shows_the_content_exporter_fields(stack: Any, page:
     # Add Connection, type "Content Exporter for Confluence".
     page.get_by_role("button", name="Add Connection").click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_label("Connection ID").fill(NEW_CONN_ID)
+    dialog.get_by_label("Connection ID").fill(conn_id)
     conn_type = dialog.get_by_role("combobox", name="Connection Type")
     conn_type.click()
     conn_type.fill("Content Exporter")
     page.get_by_role("option", name="Content Exporter for Confluence").click()
+    return dialog
+
+
+def test_add_connection_form_shows_the_content_exporter_fields(stack: Any, page: Any) -> None:
+    dialog = _open_add_connection(stack, page, NEW_CONN_ID)
 
     # Standard fields, relabelled; schema, login and port hidden; the key is a password input.
     application_url = dialog.get_by_label("Application URL")
@@ -112,7 +122,7 @@ def test_add_connection_form_shows_the_content_exporter_fields(stack: Any, page:
     region = dialog.get_by_role("combobox", name="Region")
     region.wait_for()
     confluence_url = dialog.locator("input[name='element_confluence_url']")
-    timeout = dialog.get_by_role("spinbutton", name="Timeout (seconds)")
+    timeout = dialog.locator("textarea[name='element_timeout']")  # several JSON types: one text box
     for label in ("Region", "Confluence URL", "Timeout (seconds)"):
         assert dialog.get_by_text(label, exact=True).is_visible(), label
     assert confluence_url.is_visible() and timeout.is_visible()
@@ -140,3 +150,61 @@ def test_add_connection_form_shows_the_content_exporter_fields(stack: Any, page:
         assert float(extra["timeout"]) == 60
         assert EXAMPLE_KEY not in answer.text, "the REST API shows the API key"
         http.delete(f"{stack.api_url}/api/v2/connections/{NEW_CONN_ID}", timeout=30).raise_for_status()
+
+
+def test_empty_region_and_two_timeouts_save_and_the_hook_reads_them(
+    stack: Any, page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the Airflow 3 form stores for an untouched Region and a "connect, read" timeout is what the hook
+    parses: no region (the host decides; without one, us), connect 5 s, read 60 s."""
+    from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+
+    dialog = _open_add_connection(stack, page, PAIR_CONN_ID)
+    dialog.get_by_label("Application URL").fill(stack.emulator_url)
+    dialog.get_by_label("API key").fill(EXAMPLE_KEY)
+    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
+    region = dialog.get_by_role("combobox", name="Region")
+    region.wait_for()
+    region.click()  # the choices: us, eu and "not set (us)" (null); leave it empty
+    for choice in ("us", "eu", "not set (us)"):
+        assert page.get_by_role("option", name=choice, exact=True).is_visible(), choice
+    region.click()  # closes the list (Escape would close the whole dialog)
+    timeout = dialog.locator("textarea[name='element_timeout']")
+    timeout.fill("5, 60")
+    timeout.press("Tab")  # leave the box
+    FILLED_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    dialog.screenshot(path=str(FILLED_SCREENSHOT))
+    assert dialog.get_by_text("Value must be one of", exact=False).count() == 0
+
+    dialog.get_by_role("button", name="Save").click()
+    dialog.wait_for(state="hidden")
+    try:
+        with stack.session() as http:
+            answer = http.get(f"{stack.api_url}/api/v2/connections/{PAIR_CONN_ID}", timeout=30)
+            assert answer.status_code == 200, answer.text
+            saved = answer.json()
+        assert saved["conn_type"] == "content_exporter"
+        extra = json.loads(saved["extra"] or "{}")
+        assert extra.get("region") is None, extra  # stored as null (or left out)
+        assert extra["timeout"] == "5, 60", extra  # not JSON: kept as text
+
+        # The hook reads the connection exactly as saved (with its key, from the CLI's export).
+        exported = stack.airflow("connections", "export", "-", "--file-format", "json").stdout
+        stored = json.loads(exported[exported.index("{") :])[PAIR_CONN_ID]
+        assert stored["password"] == EXAMPLE_KEY and json.loads(stored["extra"]) == extra
+        stored["extra"] = json.loads(stored["extra"])
+        monkeypatch.setenv(f"AIRFLOW_CONN_{PAIR_CONN_ID.upper()}", json.dumps(stored))
+        settings = ContentExporterHook(PAIR_CONN_ID).settings
+        assert settings.base_url == stack.emulator_url.rstrip("/")
+        assert (settings.connect_timeout, settings.read_timeout) == (5.0, 60.0)
+        assert settings.api_key == EXAMPLE_KEY
+
+        # And without the Application URL, the empty region means us.
+        stored["host"] = None
+        monkeypatch.setenv(f"AIRFLOW_CONN_{PAIR_CONN_ID.upper()}", json.dumps(stored))
+        from airflow_provider_cex import US_APPLICATION_URL
+
+        assert ContentExporterHook(PAIR_CONN_ID).settings.base_url == US_APPLICATION_URL
+    finally:
+        with stack.session() as http:
+            http.delete(f"{stack.api_url}/api/v2/connections/{PAIR_CONN_ID}", timeout=30)

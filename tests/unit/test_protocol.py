@@ -91,9 +91,10 @@ def test_start_body_must_be_a_json_object(body):
 
 def test_base_url_from_region_when_host_is_empty():
     assert resolve_base_url(None, None, None) == US_APPLICATION_URL
-    assert resolve_base_url("", None, "EU") == EU_APPLICATION_URL
-    with pytest.raises(ValueError, match="region"):
-        resolve_base_url("", None, "apac")
+    assert resolve_base_url("", None, "eu") == EU_APPLICATION_URL
+    for bad in ("apac", "EU", ""):  # exactly the form's choices (tests/unit/test_connection_form_schema.py)
+        with pytest.raises(ValueError, match="region"):
+            resolve_base_url("", None, bad)
 
 
 @pytest.mark.parametrize(
