@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_cex import DEFAULT_CONN_ID, __version__
@@ -32,6 +34,7 @@ from airflow_provider_cex.protocol import (
     API_KEY_HEADER,
     ConnectionSettings,
     ExportProgress,
+    holds_secret,
     origin_of,
     parse_progress,
     snippet,
@@ -40,9 +43,13 @@ from airflow_provider_cex.tls import tls_failure as tls_failure  # re-exported: 
 
 #: Bodies of JSON answers and errors are read up to this size: a hostile server cannot make us buffer more.
 MAX_SMALL_BODY = 1024 * 1024
+#: Error bodies are read up to this size (decompressed), to quote their start in the message.
+MAX_ERROR_BODY = 64 * 1024
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ACCEPT = "application/json, text/plain;q=0.9, */*;q=0.5"
+#: The codings :class:`BodyDecoder` decodes; sent on every request, so a server has no reason to use others.
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -369,7 +376,11 @@ def error_for_status(
 
 def default_headers(client: str) -> dict[str, str]:
     """Headers every request carries (never the key: see :func:`key_header`)."""
-    return {"User-Agent": f"airflow-provider-cex/{__version__} {client}", "Accept": ACCEPT}
+    return {
+        "User-Agent": f"airflow-provider-cex/{__version__} {client}",
+        "Accept": ACCEPT,
+        "Accept-Encoding": ACCEPT_ENCODING,
+    }
 
 
 def key_header(settings: ConnectionSettings, url: str) -> dict[str, str]:
@@ -395,14 +406,30 @@ def redirect(
     """
     if status not in REDIRECT_STATUSES or not location:
         return None
-    next_url = urljoin(url, location)
+    if holds_secret(location, settings.api_key):
+        # Following it would put the key in a URL: in logs, in proxies, and at whatever host it names.
+        raise ContentExporterProtocolError(
+            f"Content Exporter redirected to a location that contains the API key "
+            f"({snippet(location, settings.api_key, limit=120)!r}); it was not followed, so the key goes "
+            f"nowhere but {settings.base_url}. Check the Application URL of connection {settings.conn_id!r} "
+            "(a proxy or load balancer in front of the service may be rewriting requests)."
+        )
+    next_url = _without_userinfo(urljoin(url, location))
     if urlsplit(next_url).scheme not in ("http", "https"):
         raise ContentExporterProtocolError(
-            f"Content Exporter redirected to a non-HTTP location ({snippet(location)!r})."
+            f"Content Exporter redirected to a non-HTTP location ({snippet(location, settings.api_key)!r})."
         )
     if status == 303 or (status in (301, 302) and method == "POST"):
         method = "GET"
     return Hop(next_url, method, origin_of(next_url) == settings.origin)
+
+
+def _without_userinfo(url: str) -> str:
+    """A redirect target without ``user:password@``: credentials a server chose are not sent anywhere."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def too_many_redirects(url: str) -> ContentExporterProtocolError:
@@ -436,11 +463,134 @@ def decode_progress(export_hash: str, raw: bytes, secret: str | None) -> ExportP
     """The progress answer's body, decoded and interpreted."""
     try:
         payload = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except RecursionError:
+        raise unreadable_answer(Call(EXPORT_PROGRESS, export_hash), "its JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise ContentExporterProtocolError(
             f"The progress response for export {export_hash} is not JSON: {snippet(raw, secret)!r}."
         ) from None
     return parse_progress(export_hash, payload, secret)
+
+
+def unreadable_answer(call: Call, reason: str) -> ContentExporterError:
+    """The error for a 2xx answer that cannot be read (too large, badly encoded, too deeply nested).
+
+    For a start call the export may be running (the service accepted the request): it is not repeated.
+    """
+    if call.endpoint == START_EXPORT:
+        return ContentExporterStartUncertainError(
+            f"Content Exporter accepted the request to {call}, but its answer is unreadable: {reason}. The "
+            f"export may be running, so the request was not repeated: {START_UNCERTAIN_ADVICE}"
+        )
+    return ContentExporterProtocolError(
+        f"Content Exporter's answer while trying to {call} is unreadable: {reason}. If this persists, the "
+        "service or a proxy in between is misbehaving; the task can be retried."
+    )
+
+
+class UnreadableBody(Exception):
+    """A body that cannot be read within the rules: ``reason`` says why, in words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Content codings a body may arrive in (we ask for these only: :data:`ACCEPT_ENCODING`).
+_DECODABLE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+#: Inflated in steps of at most this many bytes: memory per step stays small whatever the limit.
+_INFLATE_STEP = 1024 * 1024
+
+
+class BodyDecoder:
+    """Decodes a body as it arrives (``Content-Encoding`` gzip or deflate), never past ``limit`` bytes.
+
+    Both transports read raw bytes and feed them here, so a small compressed answer that would inflate to
+    gigabytes costs at most ``limit`` bytes of memory and the CPU to inflate that much, whatever the headers
+    say. :meth:`feed` returns False once ``limit`` is reached: the transport stops reading. ``strict``: a
+    body over the limit, with an unknown coding or corrupt, raises :class:`UnreadableBody` (for answers that
+    must be read whole); otherwise the bytes decoded so far are kept (for quoting an error body).
+    """
+
+    def __init__(
+        self,
+        content_encoding: str | None,
+        limit: int,
+        *,
+        strict: bool = True,
+        sink: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.limit, self.strict, self.sink = limit, strict, sink
+        self.size = 0
+        self.truncated = False
+        self.problem: str | None = None
+        self._out = bytearray()
+        codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        self._wbits = 0
+        self._inflater: Any = None
+        if len(codings) > 1 or (codings and codings[0] not in _DECODABLE):
+            self.problem = f"it is sent with Content-Encoding {snippet(content_encoding, limit=40)!r}, which "
+            self.problem += "this client did not ask for and does not decode"
+        elif codings:
+            self._wbits = _DECODABLE[codings[0]]
+            self._inflater = zlib.decompressobj(self._wbits)
+        self._raw_deflate_tried = False
+
+    @property
+    def full(self) -> bool:
+        return self.truncated or self.problem is not None
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next raw bytes; False when no more are wanted (limit reached, or decoding failed)."""
+        if self.full:
+            return False
+        if self._inflater is None:
+            self._keep(chunk)
+            return not self.full
+        data = chunk
+        try:
+            while not self.full:
+                step = min(self.limit - self.size + 1, _INFLATE_STEP)  # one byte more tells "over the limit"
+                out = self._inflater.decompress(data, step)
+                data = self._inflater.unconsumed_tail
+                if self._inflater.eof and self._inflater.unused_data:  # a next gzip member follows
+                    data = self._inflater.unused_data + data
+                    self._inflater = zlib.decompressobj(self._wbits)
+                self._keep(out)
+                if not data and len(out) < step:  # input used up and no output held back: wait for more
+                    break
+        except zlib.error:
+            if self._wbits == zlib.MAX_WBITS and not self._raw_deflate_tried and not self.size:
+                self._raw_deflate_tried = True  # 'deflate' sent without its zlib header, as some servers do
+                self._wbits = -zlib.MAX_WBITS
+                self._inflater = zlib.decompressobj(self._wbits)
+                return self.feed(chunk)
+            self.problem = "its compressed body is corrupt"
+        return not self.full
+
+    def _keep(self, data: bytes) -> None:
+        room = self.limit - self.size
+        if len(data) > room:
+            self.truncated = True
+            data = data[:room]
+        self.size += len(data)
+        if self.sink is not None:
+            if data:
+                self.sink(data)
+        else:
+            self._out += data
+
+    def result(self) -> bytes:
+        """The decoded body; strict: raises :class:`UnreadableBody` if it is not whole."""
+        if self.strict:
+            if self.problem:
+                raise UnreadableBody(self.problem)
+            if self.truncated:
+                raise UnreadableBody(f"it is larger than {self.limit // 1024} KiB (decompressed)")
+        return bytes(self._out)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,14 @@ task machinery.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from airflow_provider_cex import (
     CONFLUENCE_URL_PATTERN,
@@ -43,6 +44,8 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_LOW_SPEED_BYTES = 1024.0
+DEFAULT_LOW_SPEED_SECONDS = 60.0
 MAX_SNIPPET = 200
 MAX_HASH_LENGTH = 256
 
@@ -51,7 +54,13 @@ _DONE_STATES = {"DONE", "COMPLETED", "COMPLETE", "FINISHED", "SUCCESS", "SUCCEED
 _HASH_KEYS = ("hash", "exportHash", "export_hash", "id")
 _ERROR_FIELDS = ("error", "errorMessage", "error_message")
 _MESSAGE_FIELDS = ("errorMessage", "error_message", "error", "message")
+#: What an HTTP header value can carry the same way in both transports: visible ASCII, inner spaces or tabs.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
 _HASH_RE = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]+$")
+KEY_TRIMMED_WARNING = (
+    "The API key of connection %r had spaces or a line break around it (pasted with the line, or read from "
+    "a file); they were removed and the key is sent without them. Store the key alone to silence this."
+)
 PROXIES_EXAMPLE = '{"https": "http://proxy.example.com:3128"}'
 
 
@@ -132,6 +141,11 @@ class ConnectionSettings:
     confluence_url: str | None = None
     #: Scheme of the target URL (``http``/``https``) -> proxy URL, which may hold credentials: never shown.
     proxies: dict[str, str] = field(default_factory=dict, repr=False)
+    #: The key had surrounding whitespace (a pasted line break, say), removed: the hook says so once.
+    key_trimmed: bool = field(default=False, repr=False, compare=False)
+    #: Downloads end an attempt when fewer than ``low_speed[0]`` bytes per second arrive over ``low_speed[1]``
+    #: seconds (curl's ``--speed-limit``/``--speed-time``); ``(0, ...)`` turns the check off.
+    low_speed: tuple[float, float] = (DEFAULT_LOW_SPEED_BYTES, DEFAULT_LOW_SPEED_SECONDS)
 
     def __repr__(self) -> str:  # never show the key or a proxy's credentials, even by accident
         shown = {scheme: redact_url(url) for scheme, url in self.proxies.items()}
@@ -223,6 +237,31 @@ def parse_timeout(value: Any) -> tuple[float, float]:
     if len(seconds) == 2:
         return seconds[0], seconds[1]
     return min(DEFAULT_CONNECT_TIMEOUT, seconds[0]), seconds[0]
+
+
+def parse_low_speed(value: Any) -> tuple[float, float]:
+    """Read the ``low_speed`` extra: ``[bytes_per_second, seconds]`` (or its text); null means the defaults.
+
+    A download attempt ends when less than ``bytes_per_second`` arrive on average over ``seconds``, then
+    resumes or restarts as a broken download does; ``[0, 0]`` turns the check off.
+    """
+    if value is None or value == "":
+        return DEFAULT_LOW_SPEED_BYTES, DEFAULT_LOW_SPEED_SECONDS
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # not JSON: refused below with the rest
+            value = json.loads(value if value.strip().startswith("[") else f"[{value}]")
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(_is_number(item) and math.isfinite(item) and item >= 0 for item in value)
+        and (value[0] == 0 or value[1] > 0)
+    ):
+        return float(value[0]), float(value[1])
+    raise ValueError(
+        "Connection extra 'low_speed' must be [bytes_per_second, seconds] such as [1024, 60] (a download "
+        f"slower than that over that many seconds is resumed or restarted), or [0, 0] for no check; got "
+        f"{_clip(repr(value), 40)}."
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -365,17 +404,25 @@ def settings_from_connection(
     conn_type: str | None = "content_exporter",
 ) -> ConnectionSettings:
     """Build :class:`ConnectionSettings` from the fields of an Airflow connection."""
-    if not password:
-        hint = ""
+    key = (password or "").strip(" \t\r\n")
+    if not key:
+        why_empty = " (it holds only spaces or line breaks)" if password else ""
+        uri_hint = ""
         if not conn_type and not host:  # what Airflow makes of AIRFLOW_CONN_X='content_exporter://...'
-            hint = (
+            uri_hint = (
                 " The connection has no type and no host either: if it is a URI, write its scheme "
                 "content-exporter:// (Airflow turns '-' into '_'); Python's URL parser does not accept "
                 "'_' in a scheme, so content_exporter://... reads as an empty connection."
             )
         raise ContentExporterAuthError(
-            f"Connection {conn_id!r} has no API key: put the key generated on the Content Exporter "
-            f"admin page (Remote API) in the connection's password field.{hint}"
+            f"Connection {conn_id!r} has no API key{why_empty}: put the key generated on the Content "
+            f"Exporter admin page (Remote API) in the connection's password field.{uri_hint}"
+        )
+    if not _HEADER_VALUE.fullmatch(key):  # requests would refuse it, aiohttp send it as UTF-8: say so first
+        raise ContentExporterAuthError(
+            f"The API key of connection {conn_id!r} (its password field) cannot be sent as an HTTP header: "
+            "it holds a line break, a control character or a non-ASCII character. Copy the key again "
+            "from the Content Exporter admin page (Remote API) and paste it alone into the password field."
         )
     try:
         connect, read = parse_timeout(extra.get("timeout"))
@@ -383,7 +430,9 @@ def settings_from_connection(
         return ConnectionSettings(
             conn_id=conn_id,
             base_url=resolve_base_url(host, port, region),
-            api_key=password,
+            api_key=key,
+            key_trimmed=key != password,
+            low_speed=parse_low_speed(extra.get("low_speed")),
             connect_timeout=connect,
             read_timeout=read,
             endpoints=parse_endpoints(extra.get("endpoints")),
@@ -418,15 +467,67 @@ def origin_of(url: str) -> tuple[str, str, int]:
 # --------------------------------------------------------------------------- parsing responses
 
 
+def scrub(text: str, secret: str | None = None) -> str:
+    """``text`` taken from the server (a body, a header, a Location) without the key or URL credentials.
+
+    The key goes as it is and percent-encoded (``%2B``/``+`` forms a server may echo in a URL); the user-info
+    of every URL in the text (``https://user:pw@host`` -> ``https://host``) goes too.
+    """
+    text = _without_secret(text, secret)
+    return _URL_USERINFO.sub(r"\1", text) if "@" in text else text
+
+
+def holds_secret(text: str, secret: str | None) -> bool:
+    """Whether ``text`` holds the key, as it is or percent-encoded."""
+    return _without_secret(text, secret) != text
+
+
+def _without_secret(text: str, secret: str | None) -> str:
+    if secret and len(secret) >= 4:
+        for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}:
+            text = text.replace(form, "***")
+            if "%" in form:  # percent-encoding may come back in either case
+                text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
+    return text
+
+
+def _partial_key_at_end(text: str, secret: str | None) -> int:
+    """How many characters at the end of ``text`` are the start of the key (or of an encoded form of it)."""
+    if not secret or len(secret) < 4:
+        return 0
+    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+    return max(
+        (size for form in forms for size in range(1, len(form)) if text.endswith(form[:size])), default=0
+    )
+
+
+#: ``scheme://user:password@`` in a text: the user-info of a URL.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
+
+
 def snippet(body: bytes | str | None, secret: str | None = None, limit: int = MAX_SNIPPET) -> str:
-    """At most ``limit`` printable characters of a response body, with the API key blanked out."""
+    """At most ``limit`` printable characters of a response body, without the API key or URL credentials.
+
+    Linear in ``limit``, not in the body: only a bounded head of the body is looked at (a 1 MiB answer
+    costs no more than a short one).
+    """
     if body is None:
         return ""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    text = " ".join(text.split())
+    head = 8 * limit + 4 * len(secret or "")  # room for runs of spaces, which collapse
+    if isinstance(body, bytes):
+        cut = len(body) > 4 * head
+        text = body[: 4 * head].decode("utf-8", "replace")
+    else:
+        cut, text = False, str(body)
+    if len(text) > head:
+        cut, text = True, text[:head]
+    if cut:  # the cut may split the key or a URL's user-info: drop an unfinished last word holding either
+        text = text[: len(text) - _partial_key_at_end(text, secret)]
+        start = max(text.rfind(" "), text.rfind("\n")) + 1
+        if "://" in text[start:]:
+            text = text[:start]
+    text = scrub(text, secret)
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -436,7 +537,7 @@ def parse_export_hash(body: bytes, content_type: str | None, secret: str | None 
     candidate: Any = None
     try:
         decoded = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         decoded = None
         mime = (content_type or "").split(";")[0].strip().lower()
         if mime in ("", "text/plain"):
@@ -485,19 +586,30 @@ class DownloadedExport:
     filename: str
 
 
+#: A progress value given as text: a plain decimal number, optionally with a percent sign.
+_PROGRESS_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%?\s*", re.ASCII)
+
+
 def _as_progress(value: Any) -> float | None:
+    """The progress in 0-100 from a number or a plain decimal text; None when it is not a finite number.
+
+    ``Infinity``, ``NaN``, ``1e999``, ``"inf"``, ``"1_0_0"`` or digits of other scripts are not progress:
+    ``float()`` would read most of them, and a value read as 100 % would download an unfinished export.
+    Finite values outside 0-100 are clamped (the service has sent 100.0000001).
+    """
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip().rstrip("%"))
-        except ValueError:
+    if isinstance(value, str):
+        if len(value) > 40 or not _PROGRESS_TEXT.fullmatch(value):
             return None
-    else:
+        value = value.strip().rstrip("%")
+    elif not isinstance(value, (int, float)):
         return None
-    if math.isnan(number):
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):  # an integer too large for a float
+        return None
+    if not math.isfinite(number):
         return None
     return min(100.0, max(0.0, number))
 
@@ -527,7 +639,14 @@ def parse_progress(export_hash: str, payload: Any, secret: str | None = None) ->
         (isinstance(payload.get(k), str) and payload[k].strip()) or isinstance(payload.get(k), dict)
         for k in _ERROR_FIELDS
     )
-    progress = _as_progress(payload.get("progressValue"))
+    value = payload.get("progressValue")
+    progress = _as_progress(value)
+    if progress is None and value is not None and not failed:
+        raise ContentExporterProtocolError(
+            f"The progress response for export {export_hash} has a 'progressValue' that is not a finite "
+            f"number ({snippet(_json_preview(value), secret, limit=40)!r}): a progress is a number from 0 to "
+            "100. The answer was not trusted as progress; the export's state is unknown."
+        )
     if progress is None:
         if failed:
             progress = 0.0
@@ -556,8 +675,8 @@ def parse_progress(export_hash: str, payload: Any, secret: str | None = None) ->
 def _json_preview(payload: Any) -> str:
     try:
         return json.dumps(payload)[:400]
-    except (TypeError, ValueError):
-        return repr(payload)[:400]
+    except (TypeError, ValueError, RecursionError):
+        return f"a {type(payload).__name__}"
 
 
 def _clip(text: str, limit: int) -> str:

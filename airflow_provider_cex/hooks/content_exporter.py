@@ -33,6 +33,7 @@ from airflow_provider_cex import (
     conn_fields,
 )
 from airflow_provider_cex.core import (
+    MAX_ERROR_BODY,
     MAX_REDIRECTS,
     MAX_SMALL_BODY,
     START_UNCERTAIN_ADVICE,
@@ -41,6 +42,7 @@ from airflow_provider_cex.core import (
     RetryableFailure,
     RetryEvent,
     RetryPolicy,
+    UnreadableBody,
     decode_progress,
     default_headers,
     failure_for_status,
@@ -49,6 +51,7 @@ from airflow_provider_cex.core import (
     route_exists,
     should_probe_route,
     too_many_redirects,
+    unreadable_answer,
 )
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
 from airflow_provider_cex.exceptions import (
@@ -58,13 +61,21 @@ from airflow_provider_cex.exceptions import (
 )
 from airflow_provider_cex.files import TempFiles, final_path, is_folder, refuse_existing
 from airflow_provider_cex.hooks.download import copy_with_resume
-from airflow_provider_cex.hooks.requests_io import failure_of, proxy_in_use, read_capped
+from airflow_provider_cex.hooks.requests_io import (
+    Deadline,
+    DeadlineExceeded,
+    failure_of,
+    proxy_in_use,
+    read_body,
+)
 from airflow_provider_cex.protocol import (
+    KEY_TRIMMED_WARNING,
     ConnectionSettings,
     DownloadedExport,
     ExportProgress,
     build_start_body,
     parse_export_hash,
+    scrub,
     settings_from_connection,
     validate_export_hash,
 )
@@ -84,9 +95,6 @@ if TYPE_CHECKING:
 __all__ = ["ContentExporterAsyncHook", "ContentExporterHook", "DownloadedExport", "ExportProgress"]
 
 T = TypeVar("T")
-
-#: Error bodies are read up to this size, to quote their start in the message.
-MAX_ERROR_BODY = 64 * 1024
 
 
 def __getattr__(name: str) -> Any:
@@ -205,6 +213,9 @@ class ContentExporterHook(BaseHook):
             extra,
             conn_type=conn.conn_type,
         )
+        mask_secret(settings.api_key)  # the key as sent, when the field had spaces or a line break around it
+        if settings.key_trimmed:
+            self.log.warning(KEY_TRIMMED_WARNING, self.content_exporter_conn_id)
         for proxy in settings.proxies.values():  # a proxy's password is a secret too
             if password := urlsplit(proxy).password:
                 mask_secret(password)
@@ -308,15 +319,23 @@ class ContentExporterHook(BaseHook):
         url = self.settings.url(DOWNLOAD_EXPORT, export_hash)
         resp = self._open_download(url, call)
         try:
-            content_type = resp.headers.get("Content-Type")
-            target = final_path(dest, export_hash, content_type, resp.headers.get("Content-Disposition"))
+            key = self.settings.api_key  # a server echoing it in a header must not put it in a file name
+            content_type = scrub(resp.headers.get("Content-Type") or "", key) or None
+            disposition = scrub(resp.headers.get("Content-Disposition") or "", key) or None
+            target = final_path(dest, export_hash, content_type, disposition)
             refuse_existing(target, overwrite)
-            with self._temp_files.writing(target, overwrite=overwrite, durable=durable) as out:
+            length = resp.headers.get("Content-Length", "").strip()
+            expected = int(length) if length.isdigit() and not resp.headers.get("Content-Encoding") else None
+            with self._temp_files.writing(
+                target, overwrite=overwrite, durable=durable, expected_size=expected
+            ) as out:
                 retries = Retries(
                     call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
                 )
                 reopen = functools.partial(self._open_download, url, call)
-                size, digest = copy_with_resume(resp, out, call, reopen, retries, self.sleep, self.log)
+                size, digest = copy_with_resume(
+                    resp, out, call, reopen, retries, self.sleep, self.log, self.settings.low_speed
+                )
         finally:
             resp.close()
         result = DownloadedExport(
@@ -387,19 +406,26 @@ class ContentExporterHook(BaseHook):
         *,
         json_body: Any = None,
         headers: dict[str, str] | None = None,
+        deadline: Deadline | None = None,
     ) -> Response:
-        """Send one request, following redirects by hand so the key goes to the application origin only."""
+        """Send one request, following redirects by hand so the key goes to the application origin only.
+
+        ``deadline``: no hop waits for its headers beyond it (each read waits at most the time left).
+        """
         settings = self.settings
         session = self.get_conn()
         send_key = True  # the first URL is built from the application URL
         for _hop in range(MAX_REDIRECTS + 1):
             request_headers = {**(headers or {}), **(key_header(settings, url) if send_key else {})}
+            if deadline is not None and deadline.remaining() <= 0:
+                raise DeadlineExceeded(f"the answer took longer than {deadline.seconds:g} s in all")
+            read_timeout = deadline.read_timeout_now() if deadline is not None else settings.read_timeout
             resp = session.request(
                 method,
                 url,
                 json=json_body,
                 headers=request_headers,
-                timeout=(settings.connect_timeout, settings.read_timeout),
+                timeout=(settings.connect_timeout, read_timeout),
                 allow_redirects=False,
                 stream=True,
                 verify=settings.verify,
@@ -436,13 +462,13 @@ class ContentExporterHook(BaseHook):
                 )
                 self.sleep(event.wait)
 
-    def _check_status(self, resp: Response, call: Call, url: str) -> None:
+    def _check_status(self, resp: Response, call: Call, url: str, deadline: Deadline | None = None) -> None:
         """Raise for a non-2xx response: retryable ones as ``RetryableFailure``, others as final errors."""
         status = resp.status_code
         if 200 <= status < 300:
             return
         try:
-            body = read_capped(resp, MAX_ERROR_BODY)
+            body = read_body(resp, MAX_ERROR_BODY, strict=False, deadline=deadline)
         except requests.RequestException:
             body = b""
         finally:
@@ -482,13 +508,21 @@ class ContentExporterHook(BaseHook):
         return resp.status_code
 
     def _attempt_small(self, call: Call, url: str, json_body: Any = None) -> tuple[int, Any, bytes]:
-        """One attempt of a call with a small body: returns (status, headers, body)."""
+        """One attempt of a call with a small body: returns (status, headers, body).
+
+        The attempt as a whole (redirects, headers, body) ends by ``connect + read`` seconds of the
+        connection's timeout; the body is decoded within :data:`~airflow_provider_cex.core.MAX_SMALL_BODY`.
+        """
+        settings = self.settings
+        deadline = Deadline(settings.connect_timeout + settings.read_timeout, settings.read_timeout)
         try:
-            resp = self._send(call.method, url, json_body=json_body)
-            self._check_status(resp, call, url)
+            resp = self._send(call.method, url, json_body=json_body, deadline=deadline)
+            self._check_status(resp, call, url, deadline)
             with resp:
-                body = read_capped(resp, MAX_SMALL_BODY)
+                body = read_body(resp, MAX_SMALL_BODY, deadline=deadline)
             return resp.status_code, resp.headers, body
+        except UnreadableBody as err:
+            raise unreadable_answer(call, err.reason) from None
         except requests.exceptions.SSLError as err:  # final: says why (unknown CA, name mismatch)
             raise tls_failure(call, self.settings, err) from None
         except requests.RequestException as err:

@@ -24,13 +24,16 @@ from yarl import URL
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 from airflow_provider_cex.core import (
+    MAX_ERROR_BODY,
     MAX_REDIRECTS,
     MAX_SMALL_BODY,
+    BodyDecoder,
     Call,
     Retries,
     RetryableFailure,
     RetryEvent,
     RetryPolicy,
+    UnreadableBody,
     decode_progress,
     default_headers,
     failure_for_status,
@@ -40,9 +43,11 @@ from airflow_provider_cex.core import (
     route_exists,
     should_probe_route,
     too_many_redirects,
+    unreadable_answer,
 )
 from airflow_provider_cex.endpoints import EXPORT_PROGRESS
 from airflow_provider_cex.protocol import (
+    KEY_TRIMMED_WARNING,
     ConnectionSettings,
     ExportProgress,
     origin_of,
@@ -102,6 +107,8 @@ class ContentExporterAsyncHook(BaseHook):
     async def __aenter__(self) -> ContentExporterAsyncHook:
         self.settings = await SETTINGS_CACHE.get(self.content_exporter_conn_id)
         self._key_header = key_header(self.settings, self.settings.base_url)
+        if self.settings.key_trimmed:  # once per trigger run, as the sync hook says it once per hook
+            self.log.warning(KEY_TRIMMED_WARNING, self.content_exporter_conn_id)
         self._ssl = ssl_context(self.settings)  # a 'verify' path that cannot be loaded fails here
         if self._ssl is False:  # once per trigger run (aiohttp itself does not warn)
             self.log.warning(VERIFY_OFF_WARNING, self.content_exporter_conn_id, self.settings.base_url)
@@ -109,6 +116,7 @@ class ContentExporterAsyncHook(BaseHook):
         self._session = aiohttp.ClientSession(
             headers=default_headers(f"aiohttp/{aiohttp.__version__}"),
             trust_env=False,  # the environment's proxy is resolved above, not again at every poll
+            auto_decompress=False,  # bodies are decoded by the core's BodyDecoder, within its limit
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
             ),
@@ -135,24 +143,32 @@ class ContentExporterAsyncHook(BaseHook):
             known = self._calls[export_hash] = (url, Call(EXPORT_PROGRESS, export_hash))
         url, call = known
         retries: Retries | None = None  # made on the first failure: most polls need none
+        budget = self.settings.connect_timeout + self.settings.read_timeout
         while True:
             try:
-                raw = await self._get_small(url, call)
+                async with asyncio.timeout(budget):  # connect and all reads of one attempt together
+                    raw = await self._get_small(url, call)
                 break
-            except RetryableFailure as failure:
-                retries = retries or Retries(
-                    call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
+            except TimeoutError:
+                failure = RetryableFailure(
+                    f"the answer took longer than {budget:g} s in all (the connection's timeout, "
+                    "connect + read, bounds a whole call)"
                 )
-                event = retries.wait_after(failure)
-                self.log.warning(
-                    "Could not %s: %s. Retry %d of %d in %.1f s.",
-                    call,
-                    failure.reason,
-                    event.retry,
-                    event.max_retries,
-                    event.wait,
-                )
-                await self.sleep(event.wait)
+            except RetryableFailure as err:
+                failure = err
+            retries = retries or Retries(
+                call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
+            )
+            event = retries.wait_after(failure)
+            self.log.warning(
+                "Could not %s: %s. Retry %d of %d in %.1f s.",
+                call,
+                failure.reason,
+                event.retry,
+                event.max_retries,
+                event.wait,
+            )
+            await self.sleep(event.wait)
         return decode_progress(export_hash, raw, self.settings.api_key)
 
     async def _get_small(self, url: str, call: Call) -> bytes:
@@ -178,10 +194,17 @@ class ContentExporterAsyncHook(BaseHook):
                             )
                         url, send_key = hop.url, hop.send_key
                         continue
-                    body = await _read_capped(resp, MAX_SMALL_BODY)
                     status, retry_after = resp.status, resp.headers.get("Retry-After")
-                if 200 <= status < 300:
-                    return body
+                    ok = 200 <= status < 300
+                    limit = MAX_SMALL_BODY if ok else MAX_ERROR_BODY
+                    decoder = BodyDecoder(resp.headers.get("Content-Encoding"), limit, strict=ok)
+                    await _read_into(resp, decoder)
+                if ok:
+                    try:
+                        return decoder.result()
+                    except UnreadableBody as err:
+                        raise unreadable_answer(call, err.reason) from None
+                body = decoder.result()
                 probe = should_probe_route(status, url, settings)
                 raise failure_for_status(
                     status,
@@ -253,16 +276,19 @@ def _env_proxy(url: str) -> URL | None:
     return URL(proxy)
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """At most ``limit`` bytes of the body (one read when the length is known and small)."""
-    if resp.content_length is not None and resp.content_length <= limit:
-        return await resp.read()
-    body = bytearray()
+async def _read_into(resp: aiohttp.ClientResponse, decoder: BodyDecoder) -> None:
+    """Feed the body as sent (aiohttp does not decompress: ``auto_decompress=False``) to ``decoder``, which
+    decodes it and says when to stop: a body never costs more than the decoder's limit, whatever its size
+    on the wire or inflated. One chunk is at most 64 KiB: inflating it holds the event loop for well under a
+    millisecond."""
     async for chunk in resp.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) >= limit:
-            break
-    return bytes(body)
+        if not decoder.feed(chunk):
+            return
+    declared = resp.content_length
+    if declared is not None and resp.content.total_bytes < declared:  # aiohttp raises this itself; be sure
+        raise aiohttp.ClientPayloadError(
+            f"the body ended after {resp.content.total_bytes} of {declared} bytes"
+        )
 
 
 def _describe_error(err: BaseException) -> str:

@@ -7,6 +7,7 @@ this loop only copies bytes and decides, per break, whether to resume with ``Ran
 from __future__ import annotations
 
 import hashlib
+import http.client
 import re
 import time
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import requests
 import urllib3
 
-from airflow_provider_cex.core import Call, Retries, RetryableFailure
-from airflow_provider_cex.exceptions import ContentExporterTransientError
+from airflow_provider_cex.core import BodyDecoder, Call, Retries, RetryableFailure
+from airflow_provider_cex.exceptions import ContentExporterProtocolError, ContentExporterTransientError
+from airflow_provider_cex.hooks.requests_io import raw_reader
 
 if TYPE_CHECKING:
     from requests import Response
@@ -39,37 +41,60 @@ def copy_with_resume(
     breaks: Retries,
     sleep: Callable[[float], None],
     log: Any,
+    low_speed: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[int, str]:
-    """Copy the body to ``out`` and return ``(size, sha256)``; resume or restart when it stops short.
+    """Copy the body to ``out`` and return ``(size, sha256)`` of the saved bytes; resume or restart when it
+    stops short or slows below ``low_speed``.
 
     :param reopen: ``reopen(range_from=0, validator=None)`` GETs the file again (from a byte offset).
     :param breaks: the retry budget for breaks; each one waits ``sleep`` as the policy says.
+    :param low_speed: ``(bytes_per_second, seconds)``: an attempt that receives less than that on average
+        over ``seconds`` is ended and counts as a break (curl's ``--speed-limit``/``--speed-time``).
     """
     export_hash = call.subject
     # sha256 inline, on this thread. A worker thread hashing each chunk saved wall time only while a core
     # was idle; on a busy 2-core machine it cost up to 7x the loop's user CPU and 30x its page faults.
-    digest = hashlib.sha256()
-    written = 0
+    state = _Saved(out)
     total, can_resume, validator = _body_facts(resp)
+    decoder = _decoder_for(resp, state.write)
     progress = _ProgressLog(log, export_hash, total)
     while True:
+        received = state.received
         try:
             try:
-                read = resp.raw.read
-                while chunk := read(CHUNK_SIZE, decode_content=False):  # as sent: the file is saved as-is
-                    digest.update(chunk)
-                    view = memoryview(chunk)
-                    for start in range(0, len(view), WRITE_SLICE):
-                        out.write(view[start : start + WRITE_SLICE])
-                    written += len(chunk)
-                    progress.update(written)
+                read = raw_reader(resp)
+                speed = _SpeedCheck(*low_speed, received)
+                while True:
+                    try:
+                        chunk = read(CHUNK_SIZE)
+                    except _READ_ERRORS as err:
+                        raise _Broken(f"{_describe_read_error(err)} after {received} bytes") from None
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                    speed.check(received)
+                    if decoder is None:
+                        state.write(chunk)
+                    elif not decoder.feed(chunk):
+                        raise ContentExporterProtocolError(
+                            f"Could not {call}: the file is sent with Content-Encoding "
+                            f"{resp.headers.get('Content-Encoding')!r} and "
+                            + (
+                                decoder.problem
+                                if decoder.problem
+                                else f"inflates to more than {MAX_INFLATED_DOWNLOAD // 2**20} MiB"
+                            )
+                            + "; nothing was saved. Ask the service for the file without compression."
+                        )
+                    state.received = received
+                    progress.update(state.written)
             finally:
                 resp.close()
-            if total is None or written == total:
-                return written, digest.hexdigest()
-            reason = f"the body ended after {written} of {total} bytes"
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-            reason = f"{_describe_read_error(err)} after {written} bytes"
+            if total is None or received == total:
+                return state.written, state.digest.hexdigest()
+            reason = f"the body ended after {received} of {total} bytes"
+        except _Broken as broken:
+            reason = broken.reason
         try:
             wait = breaks.wait_after(RetryableFailure(reason)).wait
         except ContentExporterTransientError:
@@ -77,29 +102,103 @@ def copy_with_resume(
                 f"Could not {call}: the download broke {breaks.retries} times (last: {reason}); nothing "
                 "was saved. The task can be retried."
             ) from None
-        resume = can_resume and total is not None and 0 < written < total
+        resume = can_resume and decoder is None and total is not None and 0 < received < total
         log.warning(
             "Download of export %s broke (%s); %s in %.1f s.",
             export_hash,
             reason,
-            f"resuming from byte {written}" if resume else "restarting",
+            f"resuming from byte {received}" if resume else "restarting",
             wait,
         )
         sleep(wait)
-        resp = reopen(range_from=written if resume else 0, validator=validator)
+        resp = reopen(range_from=received if resume else 0, validator=validator)
         if resp.status_code == 206:
-            if _content_range_matches(resp.headers.get("Content-Range"), written, total):
+            if _content_range_matches(resp.headers.get("Content-Range"), received, total):
+                state.received = received
                 continue  # append the rest: bytes already written were hashed already
             log.warning("The server answered the Range request with a wrong Content-Range; restarting.")
             resp.close()
             resp = reopen()
         # A plain 200 (the server ignored Range, or no resume was possible): start over.
-        out.seek(0)
-        out.truncate()
-        digest = hashlib.sha256()
-        written = 0
+        state.restart()
         total, can_resume, validator = _body_facts(resp)
+        decoder = _decoder_for(resp, state.write)
         progress = _ProgressLog(log, export_hash, total)
+
+
+#: What a network read of the body raises: requests' and urllib3's errors, or http.client's and the socket's
+#: (``read1`` is http.client's own). Writes to the file are not in the same ``try``: a full disk is no break.
+_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
+#: A download sent with a Content-Encoding is decoded (as a browser saves it) up to this size.
+MAX_INFLATED_DOWNLOAD = 4 * 1024**3
+#: Content types of files that are themselves compressed: with a matching Content-Encoding, saved as sent.
+_COMPRESSED_TYPES = {"application/gzip", "application/x-gzip", "application/x-compress", "application/zlib"}
+
+
+class _Broken(Exception):
+    """One attempt at the body ended early (a network error, or too slow): resume or restart."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Saved:
+    """The bytes saved so far: the file, their sha256 and count, and the raw bytes received for them."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+        self.written = 0
+        self.received = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        view = memoryview(chunk)
+        for start in range(0, len(view), WRITE_SLICE):
+            self.out.write(view[start : start + WRITE_SLICE])
+        self.written += len(chunk)
+
+    def restart(self) -> None:
+        self.out.seek(0)
+        self.out.truncate()
+        self.digest = hashlib.sha256()
+        self.written = self.received = 0
+
+
+class _SpeedCheck:
+    """Ends an attempt that receives less than ``limit`` bytes per second on average over ``seconds``."""
+
+    def __init__(self, limit: float, seconds: float, received: int) -> None:
+        self.limit, self.seconds = limit, seconds
+        self.since, self.at = time.monotonic(), received
+
+    def check(self, received: int) -> None:
+        if self.limit <= 0:
+            return
+        now = time.monotonic()
+        elapsed = now - self.since
+        if elapsed < self.seconds:
+            return
+        rate = (received - self.at) / elapsed
+        if rate < self.limit:
+            raise _Broken(
+                f"the download slowed to {rate:.0f} bytes/s over {elapsed:.0f} s, under the connection's "
+                f"low_speed limit of {self.limit:g} bytes/s, after {received} bytes"
+            )
+        self.since, self.at = now, received
+
+
+def _decoder_for(resp: Response, write: Callable[[bytes], None]) -> BodyDecoder | None:
+    """A decoder when the file comes with a Content-Encoding to undo (as a browser saves it), else None."""
+    encoding = (resp.headers.get("Content-Encoding") or "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    mime = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if mime in _COMPRESSED_TYPES and encoding in ("gzip", "x-gzip", "deflate"):
+        return None  # the file itself is compressed (a .gz): keep it as sent
+    return BodyDecoder(encoding, MAX_INFLATED_DOWNLOAD, strict=False, sink=write)
 
 
 class _ProgressLog:
@@ -148,7 +247,7 @@ def _content_range_matches(header: str | None, start: int, total: int | None) ->
 
 
 def _describe_read_error(err: Exception) -> str:
-    if isinstance(err, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
+    if isinstance(err, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
         return "the server stopped sending (read timeout)"
     return "the connection broke"
 

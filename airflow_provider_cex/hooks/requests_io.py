@@ -7,12 +7,19 @@ only turns requests' exceptions and settings into the facts the core asks for.
 
 from __future__ import annotations
 
+import functools
+import http.client
 import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import requests
+import urllib3
 
-from airflow_provider_cex.core import Call, network_failure, proxy_failure, tls_failure
+from airflow_provider_cex.core import BodyDecoder, Call, network_failure, proxy_failure, tls_failure
 from airflow_provider_cex.protocol import ConnectionSettings, proxy_label
 
 if TYPE_CHECKING:
@@ -22,16 +29,94 @@ if TYPE_CHECKING:
 _TUNNEL_FAILED = re.compile(r"Tunnel connection failed: (\d{3})")
 
 
-def read_capped(resp: Response, limit: int) -> bytes:
-    """Read at most ``limit`` bytes of a streamed body."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in resp.iter_content(chunk_size=64 * 1024):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)[:limit]
+class Deadline:
+    """When one call attempt must be over: ``seconds`` from now for connecting and all reads together.
+
+    The connection's ``timeout`` is ``(connect, read)``; a JSON call gets ``connect + read`` seconds in all,
+    so a server that drips its answer a byte at a time cannot hold a worker beyond that.
+    """
+
+    def __init__(self, seconds: float, read_timeout: float) -> None:
+        self.seconds, self.read_timeout = seconds, read_timeout
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def read_timeout_now(self) -> float:
+        """The read timeout for the next read: the connection's, or less if the deadline is nearer."""
+        return max(0.001, min(self.read_timeout, self.remaining()))
+
+
+class DeadlineExceeded(requests.exceptions.Timeout):
+    """The whole answer did not arrive by the attempt's :class:`Deadline`."""
+
+
+def raw_reader(resp: Response) -> Callable[[int], bytes]:
+    """Reads the body as sent (not decoded), returning after each network read rather than when ``n``
+    bytes have arrived, so a slow or dripping body can be timed between reads.
+
+    ``http.client``'s ``read1`` under urllib3's response (both urllib3 1.26 and 2.x keep it as ``_fp``); it
+    keeps the chunked framing and the Content-Length. Elsewhere urllib3's own ``read``.
+    """
+    fp = getattr(resp.raw, "_fp", None)
+    if isinstance(fp, http.client.HTTPResponse):
+        return fp.read1
+    return functools.partial(resp.raw.read, decode_content=False)
+
+
+def response_socket(resp: Response) -> socket.socket | None:
+    """The socket a streamed response is read from (to shorten its read timeout), or None if hidden."""
+    fp = getattr(resp.raw, "_fp", None)
+    sock = getattr(getattr(getattr(fp, "fp", None), "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def read_body(resp: Response, limit: int, *, strict: bool = True, deadline: Deadline | None = None) -> bytes:
+    """A small body, decoded (gzip, deflate) up to ``limit`` bytes by the core's :class:`BodyDecoder`.
+
+    ``strict``: a body over the limit, corrupt or in an unknown coding raises
+    :class:`~airflow_provider_cex.core.UnreadableBody`; otherwise what was read is returned (error bodies,
+    to quote). ``deadline``: each read waits at most until it, and reading stops there with
+    :class:`DeadlineExceeded`. Network errors are raised as requests' exceptions, as ``iter_content`` does.
+    """
+    decoder = BodyDecoder(resp.headers.get("Content-Encoding"), limit, strict=strict)
+    read = raw_reader(resp)
+    sock = response_socket(resp) if deadline is not None else None
+    received, chunk = 0, b""
+    try:
+        while True:
+            if deadline is not None:
+                if deadline.remaining() <= 0:
+                    raise DeadlineExceeded(f"the answer took longer than {deadline.seconds:g} s in all")
+                if sock is not None:
+                    sock.settimeout(deadline.read_timeout_now())
+            chunk = read(_READ_SIZE)
+            received += len(chunk)
+            if not chunk or not decoder.feed(chunk):
+                break
+        declared = resp.headers.get("Content-Length", "").strip()
+        if not chunk and declared.isdigit() and received < int(declared):  # http.client's read1 does not say
+            raise requests.exceptions.ChunkedEncodingError(
+                f"the body ended after {received} of {declared} bytes"
+            )
+    except requests.RequestException:
+        raise
+    except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as err:
+        if deadline is not None and deadline.remaining() <= 0:
+            raise DeadlineExceeded(f"the answer took longer than {deadline.seconds:g} s in all") from None
+        raise requests.exceptions.ReadTimeout(err) from None
+    except (http.client.HTTPException, urllib3.exceptions.ProtocolError) as err:
+        raise requests.exceptions.ChunkedEncodingError(err) from None
+    except (ssl.SSLError, urllib3.exceptions.SSLError) as err:
+        raise requests.exceptions.SSLError(err) from None
+    except (OSError, urllib3.exceptions.HTTPError) as err:
+        raise requests.exceptions.ConnectionError(err) from None
+    return decoder.result()
+
+
+#: One network read of a small body at most this much.
+_READ_SIZE = 64 * 1024
 
 
 def proxy_in_use(settings: ConnectionSettings, url: str) -> str | None:
@@ -82,6 +167,8 @@ def surely_not_sent(err: requests.RequestException) -> bool:
 
 
 def describe_network_error(err: requests.RequestException) -> str:
+    if isinstance(err, DeadlineExceeded):
+        return f"{err} (the connection's timeout, connect + read, bounds a whole call)"
     if isinstance(err, requests.exceptions.ConnectTimeout):
         return "connection timed out"
     if isinstance(err, requests.exceptions.ReadTimeout):

@@ -23,6 +23,8 @@ __all__ = ["ERROR", "EVENT_STATUSES", "FAILED", "SUCCESS", "TIMEOUT", "ContentEx
 #: A progress line per 10 points at most once a minute (plus the first): a triggerer may run 1,000 of these,
 #: and each line costs more CPU than the poll itself (benchmarks/trigger_scale.py).
 PROGRESS_LOG_SECONDS = 60.0
+#: The shortest time a progress check gets, even past the deadline: the event fires by the deadline plus this.
+DEADLINE_GRACE = 1.0
 
 
 class ContentExporterExportTrigger(BaseTrigger):
@@ -72,8 +74,21 @@ class ContentExporterExportTrigger(BaseTrigger):
         try:
             async with self._hook() as hook:
                 while True:
+                    # The deadline holds during a call: a server that drips or never answers, or retries
+                    # waiting out its Retry-After, are cut at the deadline (a trigger started after its
+                    # deadline still gets one reading of DEADLINE_GRACE seconds).
+                    budget = max(self.end_time - time.time(), DEADLINE_GRACE)
                     try:
-                        progress = await hook.get_export_progress(self.export_hash)
+                        async with asyncio.timeout(budget):
+                            progress = await hook.get_export_progress(self.export_hash)
+                    except TimeoutError:
+                        yield self._event(
+                            TIMEOUT,
+                            progress=last_progress,
+                            message=f"export {self.export_hash} was at {last_progress:g}% when the sensor's "
+                            "timeout passed, while the service had not answered the last progress check",
+                        )
+                        return
                     except ContentExporterTransientError as err:
                         # An outage shorter than the deadline must not fail a long export.
                         if time.time() >= self.end_time:

@@ -26,7 +26,7 @@ from airflow_provider_cex.protocol import settings_from_connection
 from tests.conftest import AIRFLOW_V3
 
 #: An API key with every character a URI must percent-encode.
-KEY = "cexk_p@ss/w:rd#?&%+ =é~_0123456789"
+KEY = "cexk_p@ss/w:rd#?&%+ =~_0123456789"  # every character a URI must encode (keys are ASCII)
 QKEY = quote(KEY, safe="")
 ENDPOINTS = {
     "start_export": "/api/v2/export/{page_id}/init",
