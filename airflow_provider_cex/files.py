@@ -7,6 +7,7 @@ download that fails or is killed never leaves a partial file at its destination.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mimetypes
 import os
 import re
@@ -15,6 +16,8 @@ import unicodedata
 from collections.abc import Iterator
 from email.message import Message
 from typing import BinaryIO
+
+from airflow_provider_cex.exceptions import ContentExporterError
 
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 _BAD_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
@@ -81,7 +84,12 @@ def exists_message(where: str) -> str:
 
 
 def refuse_existing(path: str, overwrite: bool) -> None:
-    if not overwrite and os.path.exists(path):
+    """With ``overwrite=False``, fail when any directory entry is at ``path`` (a dangling symlink too).
+
+    An early check only, so no byte is downloaded in vain; the publish itself is exclusive
+    (:func:`publish_exclusive`), since a file may appear between this check and the end of the download.
+    """
+    if not overwrite and os.path.lexists(path):
         raise FileExistsError(exists_message(path))
 
 
@@ -109,32 +117,61 @@ class TempFiles:
         self._paths: set[str] = set()
 
     @contextlib.contextmanager
-    def writing(self, final: str, *, overwrite: bool, durable: bool) -> Iterator[BinaryIO]:
-        """A uniquely named temp file beside ``final``, renamed onto it when the block ends without error.
+    def writing(
+        self, final: str, *, overwrite: bool, durable: bool, expected_size: int | None = None
+    ) -> Iterator[BinaryIO]:
+        """A uniquely named temp file beside ``final``, moved into place when the block ends without error.
 
         Unique per call, so two tasks writing one destination never share a temp file. On any error
         (or a kill) the temp file is removed and ``final`` is untouched. ``durable`` fsyncs the file
-        before the rename and the folder after it, so a machine crash cannot leave an empty file.
+        before the publish and the folder after it, so a machine crash cannot leave an empty file.
+
+        ``overwrite=True`` renames the temp file onto ``final`` (replacing a file or symlink there, never
+        a symlink's target). ``overwrite=False`` publishes exclusively (:func:`publish_exclusive`): of
+        several writers of one name exactly one wins, and every other gets :class:`FileExistsError`.
+
+        A full disk, a read-only folder or a permission error (creating the folder or the temp file,
+        writing inside the block, fsync, publish) becomes a :class:`ContentExporterError` naming the
+        path and what to do; ``expected_size`` (the server's ``Content-Length``, when known) is quoted
+        with the free space when the disk is full.
         """
         folder = os.path.dirname(os.path.abspath(final))
-        os.makedirs(folder, exist_ok=True)
-        fd, temp = create_temp_file(folder, os.path.basename(final))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            if (wrapped := storage_error(err, final, folder, expected_size, creating_folder=True)) is None:
+                raise
+            raise wrapped from err
+        try:
+            fd, temp = create_temp_file(folder, os.path.basename(final))
+        except OSError as err:
+            if (wrapped := storage_error(err, final, folder, expected_size)) is None:
+                raise
+            raise wrapped from err
         self._paths.add(temp)
-        renamed = False
+        temp_gone = False
         try:
             with os.fdopen(fd, "wb") as out:
                 yield out
                 if durable:
                     out.flush()
                     os.fsync(out.fileno())
-            refuse_existing(final, overwrite)  # it may have appeared while we downloaded
-            os.replace(temp, final)
-            renamed = True
+            if overwrite:
+                os.replace(temp, final)
+            else:
+                publish_exclusive(temp, final)  # FileExistsError(exists_message(final)) for a loser
+            temp_gone = True  # renamed, or linked and then unlinked
             if durable:
                 fsync_folder(folder)
+        except FileExistsError:
+            raise
+        except OSError as err:
+            if (wrapped := storage_error(err, final, folder, expected_size)) is None:
+                raise
+            raise wrapped from err
         finally:
             self._paths.discard(temp)
-            if not renamed:
+            if not temp_gone:
                 remove_quietly(temp)
 
     def remove_all(self) -> None:
@@ -142,6 +179,137 @@ class TempFiles:
         for path in list(self._paths):
             remove_quietly(path)
             self._paths.discard(path)
+
+
+#: ``os.link`` errors meaning "no hard links here" (FAT, some network shares): reserve the name instead.
+_NO_HARD_LINKS = frozenset(
+    getattr(errno, name)
+    for name in ("EPERM", "EOPNOTSUPP", "ENOTSUP", "EXDEV", "EMLINK", "ENOSYS")
+    if hasattr(errno, name)
+)
+#: Flags reserving the final name: exactly one creator wins, and an existing symlink (even dangling) loses.
+_RESERVE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def publish_exclusive(temp: str, final: str) -> None:
+    """Move the complete ``temp`` to ``final`` only if no directory entry (file, folder, symlink) is there.
+
+    Exclusive, not check-then-rename: ``os.link`` fails atomically when ``final`` exists, so of several
+    writers exactly one wins; the temp file is then unlinked. Where hard links are unsupported, the name
+    is reserved with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (again exactly one creator wins) and the temp file
+    renamed onto that reservation. A loser gets :class:`FileExistsError` and its temp file stays for the
+    caller to remove.
+    """
+    try:
+        link = os.link
+    except AttributeError:  # a platform without hard links
+        _publish_by_reservation(temp, final)
+        return
+    try:
+        link(temp, final)
+    except FileExistsError:
+        raise FileExistsError(exists_message(final)) from None
+    except OSError as err:
+        if err.errno not in _NO_HARD_LINKS:
+            raise
+        _publish_by_reservation(temp, final)
+        return
+    remove_quietly(temp)
+
+
+def _publish_by_reservation(temp: str, final: str) -> None:
+    try:
+        fd = os.open(final, _RESERVE_FLAGS, 0o600)
+    except FileExistsError:
+        raise FileExistsError(exists_message(final)) from None
+    except OSError as err:
+        if err.errno == getattr(errno, "ELOOP", None):  # O_NOFOLLOW on a symlink, on some systems
+            raise FileExistsError(exists_message(final)) from None
+        raise
+    try:
+        reserved = os.fstat(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(temp, final)
+    except BaseException:
+        # Remove our empty reservation, unless something else has replaced it meanwhile.
+        with contextlib.suppress(OSError):
+            now = os.lstat(final)
+            if (now.st_dev, now.st_ino) == (reserved.st_dev, reserved.st_ino):
+                os.unlink(final)
+        raise
+
+
+#: What each storage errno means, and what to do about it.
+_STORAGE_PROBLEMS = {
+    errno.ENOSPC: ("the disk is full", "Free space there or choose another output path."),
+    errno.EROFS: (
+        "the folder is read-only",
+        "Choose another output path, or make the folder writable (e.g. mount it read-write).",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "Fix the folder's permissions for the user the worker runs as, or choose another output path.",
+    ),
+    errno.EPERM: (
+        "permission denied",
+        "Fix the folder's permissions for the user the worker runs as, or choose another output path.",
+    ),
+}
+if hasattr(errno, "EDQUOT"):
+    _STORAGE_PROBLEMS[errno.EDQUOT] = (
+        "the disk is full (the disk quota is used up)",
+        "Free space there (or raise the quota) or choose another output path.",
+    )
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def storage_error(
+    err: OSError, final: str, folder: str, expected_size: int | None = None, *, creating_folder: bool = False
+) -> ContentExporterError | None:
+    """A readable error for a full disk, a read-only folder or a permission error; None for other errors."""
+    if err.errno is None or err.errno not in _STORAGE_PROBLEMS:
+        return None
+    what, todo = _STORAGE_PROBLEMS[err.errno]
+    if creating_folder:
+        failed_at = err.filename if isinstance(err.filename, str) and err.filename else folder
+        action = f"Cannot create the folder {failed_at} for {final}"
+    else:
+        action = f"Cannot write the export to {final} (in the folder {folder})"
+    size = ""
+    if err.errno in _DISK_FULL:
+        size = _space_problem(folder, expected_size)
+    reason = err.strerror or errno.errorcode.get(err.errno, str(err.errno))
+    return ContentExporterError(f"{action}: {what} ({reason}).{size} {todo}")
+
+
+def _space_problem(folder: str, expected_size: int | None) -> str:
+    """`` The export needs N bytes; M bytes are free on <folder>.`` with what is known, else ``""``."""
+    free: int | None = None
+    probe = folder
+    while hasattr(os, "statvfs"):  # the folder itself may not exist yet: ask the nearest existing parent
+        try:
+            st = os.statvfs(probe)
+        except OSError:
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+            continue
+        free = st.f_bavail * st.f_frsize
+        break
+    parts = []
+    if expected_size is not None:
+        parts.append(f"the export needs {expected_size:,} bytes")
+    if free is not None:
+        parts.append(f"{free:,} bytes are free on {probe}")
+    if not parts:
+        return ""
+    text = "; ".join(parts)
+    return f" {text[0].upper()}{text[1:]}."
 
 
 #: Flags for a new temp file: never follow or reuse an existing name, and not inherited by children.
