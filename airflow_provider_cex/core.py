@@ -235,7 +235,8 @@ def give_up_message(
     advice = failure.advice or (
         f"The service may be overloaded or unreachable at {base_url}; the task can be retried later."
     )
-    return f"Could not {call} after {attempts} attempts: {failure.reason}. {advice}"
+    tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
+    return f"Could not {call} after {tries}: {failure.reason}. {advice}"
 
 
 def proxy_failure(
