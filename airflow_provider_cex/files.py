@@ -131,9 +131,10 @@ class TempFiles:
         several writers of one name exactly one wins, and every other gets :class:`FileExistsError`.
 
         A full disk, a read-only folder or a permission error (creating the folder or the temp file,
-        writing inside the block, fsync, publish) becomes a :class:`ContentExporterError` naming the
-        path and what to do; ``expected_size`` (the server's ``Content-Length``, when known) is quoted
-        with the free space when the disk is full.
+        writing inside the block, fsync, publish) becomes a
+        :class:`~airflow_provider_cex.exceptions.ContentExporterError` naming the path and what to do;
+        ``expected_size`` (the server's ``Content-Length``, when known) is quoted with the free space when
+        the disk is full.
         """
         folder = os.path.dirname(os.path.abspath(final))
         try:

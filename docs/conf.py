@@ -57,7 +57,7 @@ suppress_warnings = ["autoapi.python_import_resolution"]
 # library's. Those, and only those, are ignored; a reference into this package that does not resolve fails.
 nitpick_ignore_regex = [
     (r"py:.*", r"(airflow|requests)\..+"),
-    (r"py:.*", r"(collections\.abc|datetime|os|random|ssl|tempfile)\..+"),
+    (r"py:.*", r"(collections\.abc|datetime|os|random|socket|ssl|tempfile)\..+"),
 ]
 
 html_theme = "furo"

@@ -73,7 +73,8 @@ def response_socket(resp: Response) -> socket.socket | None:
 
 
 def read_body(resp: Response, limit: int, *, strict: bool = True, deadline: Deadline | None = None) -> bytes:
-    """A small body, decoded (gzip, deflate) up to ``limit`` bytes by the core's :class:`BodyDecoder`.
+    """A small body, decoded (gzip, deflate) up to ``limit`` bytes by
+    :class:`~airflow_provider_cex.core.BodyDecoder`.
 
     ``strict``: a body over the limit, corrupt or in an unknown coding raises
     :class:`~airflow_provider_cex.core.UnreadableBody`; otherwise what was read is returned (error bodies,
