@@ -50,12 +50,14 @@ class Fault:
         None for one counted by ``remaining``.
     :param status: the HTTP status of ``status``, ``huge_error_body`` and redirects.
     :param retry_after: ``Retry-After`` header of ``status`` (verbatim), None for none.
-    :param seconds: how long ``stall_before_headers`` and the download fault ``stall`` stall.
+    :param seconds: how long ``stall_before_headers`` and the download fault ``stall`` stall, ``silent``
+        stays silent and ``dripping_body`` drips at most.
     :param variant: which of the chaos kind's bodies, values or names (modulo their number).
     :param size: body size of ``huge_error_body``.
     :param fraction: share of the body ``truncated_body`` and ``reset_mid_body`` send, in [0, 1).
     :param target: origin of ``redirect_foreign``.
     :param after_bytes: body bytes the download faults send before they break or stall.
+    :param interval: seconds between two bytes of ``dripping_body``.
     """
 
     kind: str
@@ -70,6 +72,7 @@ class Fault:
     fraction: float = 0.5
     target: str | None = None
     after_bytes: int = 0
+    interval: float = 0.2
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -99,6 +102,7 @@ class Fault:
             size=chaos.size,
             fraction=chaos.fraction,
             target=chaos.target,
+            interval=chaos.interval,
         )
 
 

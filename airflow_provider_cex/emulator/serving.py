@@ -1,5 +1,9 @@
 """What the emulator puts on the wire: error answers, spoiled (chaos) answers, and the artifact.
 
+The answers of a hostile service (:data:`~.chaos.HOSTILE_KINDS`) are :func:`hostile_answer` and, for
+``silent``, :func:`answer_in_front`; ``dripping_body`` and ``silent`` end when the client hangs up
+(:func:`slow_answers_in_progress` counts those still running).
+
 The artifact is served whole (with Range support from aiohttp), or broken by an artifact-stage
 :class:`~.faults.Fault`: cut short, stalled, Range ignored or misplaced, chunked, reset.
 """
@@ -7,12 +11,17 @@ The artifact is served whole (with Range support from aiohttp), or broken by an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from http import HTTPStatus
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
+
+from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT
 
 from . import chaos as _chaos
 from .artifacts import Artifact
@@ -67,6 +76,13 @@ async def answer_in_front(request: web.Request, fault: Fault) -> web.StreamRespo
         if request.transport is not None:
             request.transport.close()
         return web.Response(status=499)
+    if fault.kind == "silent":
+        await request.read()
+        with _slow_answer():
+            await _wait(request, fault.seconds, time.monotonic() + fault.seconds)
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=499)
     if fault.kind == "redirect_loop":
         return web.Response(status=fault.status, headers={"Location": str(request.rel_url)})
     # redirect_foreign
@@ -96,6 +112,8 @@ async def spoil_answer(
     request: web.Request, endpoint: str, response: web.StreamResponse, fault: Fault
 ) -> web.StreamResponse:
     """An answer-stage fault applied to the service's own answer (the export was started, progress read)."""
+    if fault.kind in _chaos.HOSTILE_KINDS:
+        return await hostile_answer(request, endpoint, response, fault)
     if fault.kind == "hostile_filename":
         dispositions = _chaos.HOSTILE_DISPOSITIONS
         response.headers["Content-Disposition"] = dispositions[fault.variant % len(dispositions)]
@@ -126,6 +144,145 @@ async def spoil_answer(
     return web.json_response(
         _chaos.spoil_progress(payload, fault.kind, fault.variant), status=response.status
     )
+
+
+# ------------------------------------------------------------------------------------ a hostile service
+
+_slow_answers = 0
+
+
+def slow_answers_in_progress() -> int:
+    """How many ``dripping_body`` and ``silent`` answers are being sent right now, in every emulator."""
+    return _slow_answers
+
+
+@contextlib.contextmanager
+def _slow_answer() -> Iterator[None]:
+    global _slow_answers
+    _slow_answers += 1  # only ever changed on the emulator's event loop
+    try:
+        yield
+    finally:
+        _slow_answers -= 1
+
+
+def _hung_up(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _wait(request: web.BaseRequest, seconds: float, deadline: float) -> bool:
+    """Sleep ``seconds`` (not past ``deadline``) in short steps; False: the client hung up or time is up."""
+    until = min(time.monotonic() + seconds, deadline)
+    while True:
+        if _hung_up(request):
+            return False
+        left = until - time.monotonic()
+        if left <= 0:
+            return time.monotonic() < deadline
+        await asyncio.sleep(min(0.05, left))
+
+
+async def hostile_answer(
+    request: web.Request, endpoint: str, response: web.StreamResponse, fault: Fault
+) -> web.StreamResponse:
+    """The answer of one of :data:`~.chaos.HOSTILE_KINDS` (but ``silent``), given the service's own."""
+    if fault.kind == "inflating_body":
+        body = await asyncio.to_thread(_chaos.inflating_body, fault.size, fault.variant, endpoint)
+        status = 200
+        if endpoint == DOWNLOAD_EXPORT:
+            status = fault.status if 400 <= fault.status <= 599 else 503
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": _chaos.inflating_encoding(fault.variant),
+        }
+        return web.Response(status=status, body=body, headers=headers)
+    if fault.kind == "deep_json":
+        body = await asyncio.to_thread(_chaos.deep_json_body, endpoint, fault.variant)
+        return web.Response(status=200, body=body, content_type="application/json")
+    if fault.kind == "non_finite_progress":
+        body = _chaos.non_finite_progress_body(fault.variant)
+        return web.Response(status=200, body=body, content_type="application/json")
+    if fault.kind == "echoed_key":
+        return _echo_key(request, endpoint, response, fault)
+    return await _drip(request, response, fault)
+
+
+def _echo_key(
+    request: web.Request, endpoint: str, response: web.StreamResponse, fault: Fault
+) -> web.StreamResponse:
+    key = request.headers.get(_chaos.KEY_HEADER, "")
+    quoted = quote(key, safe="")
+    variant = _chaos.echo_variant(endpoint, fault.variant)
+    path = request.rel_url.path
+    if variant.startswith("redirect"):
+        status = fault.status if 300 <= fault.status <= 399 else 302
+        location = {
+            "redirect_query": f"{request.scheme}://{request.host}{path}?k={quoted}",
+            "redirect_file": f"file:///{quoted}",
+            "redirect_userinfo": f"{request.scheme}://{quoted}@{request.host}{path}",
+        }[variant]
+        return web.Response(status=status, headers={"Location": location})
+    if variant == "error_body":
+        status = fault.status if 400 <= fault.status <= 599 else 500
+        echo = {"headers": {_chaos.KEY_HEADER: key}, "url": f"{path}?k={quoted}"}
+        return web.json_response({"error": f"request refused for key {key}", "request": echo}, status=status)
+    if variant == "disposition":
+        response.headers["Content-Disposition"] = f'attachment; filename="{key}.pdf"'
+        return response
+    if variant == "progress_message":
+        return web.json_response(
+            {"progressValue": 10, "status": "RUNNING", "message": f"exporting for {key}"}
+        )
+    return web.json_response(  # failed_message
+        {"progressValue": 10, "status": "FAILED", "errorMessage": f"no licence for API key {key}"}
+    )
+
+
+async def _drip(request: web.Request, response: web.StreamResponse, fault: Fault) -> web.StreamResponse:
+    """``dripping_body``: the service's answer (padded) or the artifact, one byte every ``fault.interval``."""
+    headers = {"Content-Type": response.headers.get("Content-Type", "application/json")}
+    status = response.status
+    chunks: Iterable[bytes]
+    if isinstance(response, web.FileResponse):  # a finished download: drip the artifact, from its Range
+        path: Path = response._path  # the file the service was about to send (aiohttp keeps it there)
+        stat = path.stat()
+        size = stat.st_size
+        start, stop = 0, size
+        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'  # the validator FileResponse gives the same file
+        headers.update({"Accept-Ranges": "bytes", "ETag": etag})
+        if "Content-Disposition" in response.headers:
+            headers["Content-Disposition"] = response.headers["Content-Disposition"]
+        if "Range" in request.headers and request.headers.get("If-Range", etag) == etag:
+            wanted = _requested_range(request, size)
+            if wanted is None:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            (start, stop), status = wanted, 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        length = stop - start
+        chunks = _read_range(path, start, length, chunk_size=4096)
+    else:
+        body = response.body if isinstance(response, web.Response) else None
+        raw = b" " * _chaos.DRIP_PAD + (body if isinstance(body, bytes) else b"")
+        length, chunks = len(raw), (raw,)
+    dripping = web.StreamResponse(status=status, headers=headers)
+    dripping.content_length = length
+    with _slow_answer():
+        deadline = time.monotonic() + fault.seconds
+        try:
+            await dripping.prepare(request)
+            for chunk in chunks:
+                for i in range(len(chunk)):
+                    await dripping.write(chunk[i : i + 1])
+                    if not await _wait(request, fault.interval, deadline):
+                        raise ConnectionResetError  # the client hung up (as it should), or time is up
+            await dripping.write_eof()
+            return dripping
+        except (ConnectionError, RuntimeError):
+            pass
+    if request.transport is not None:
+        request.transport.close()
+    return dripping
 
 
 # ------------------------------------------------------------------------------------ the artifact

@@ -72,7 +72,6 @@ def copy_with_resume(
                     if not chunk:
                         break
                     received += len(chunk)
-                    speed.check(received)
                     if decoder is None:
                         state.write(chunk)
                     elif not decoder.feed(chunk):
@@ -88,6 +87,7 @@ def copy_with_resume(
                         )
                     state.received = received
                     progress.update(state.written)
+                    speed.check(received)  # after the chunk is saved: a resume starts after it
             finally:
                 resp.close()
             if total is None or received == total:

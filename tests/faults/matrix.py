@@ -10,8 +10,11 @@ all of them), then does what the operators and the sensor do: start once, poll u
   nothing at the destination;
 - ``bad``: anything else: a partial or misplaced file, a leftover temp file, a second export started, a run
   past its time bound, an unexpected exception type, a message that is empty, huge, a traceback or holds the
-  key, the key in any captured log line or sent to another origin, or a failure where the fault must be
-  survived (see :data:`MUST_SUCCEED`).
+  key (also percent-encoded: :data:`KEY_FORMS`), the key in any captured log line, trigger event or file
+  name, or sent to another origin, a failure where the fault must be survived (see :data:`MUST_SUCCEED`),
+  a success where the run must fail cleanly (:data:`MUST_FAIL_CLEAN`), a start repeated where it may have
+  been processed (:data:`ONE_START_REQUEST`), a trigger event later than its deadline plus
+  :data:`TRIGGER_MARGIN_S`, or the process's peak RSS growing by more than :data:`RSS_GROWTH_LIMIT_MIB`.
 
 Loopback only; every run is bounded by the connection's timeouts and :data:`RUN_LIMIT_S`.
 """
@@ -19,21 +22,36 @@ Loopback only; every run is bounded by the connection's timeouts and :data:`RUN_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import importlib
 import io
 import logging
 import os
 import random
+import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 #: A realistic 40-character key (Airflow masks only secrets of 5+ characters).
 KEY = "cexk_9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e"
+KEY_FORMS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        (
+            KEY,
+            quote(KEY, safe=""),
+            "".join(f"%{byte:02X}" for byte in KEY.encode()),
+            "".join(f"%{byte:02x}" for byte in KEY.encode()),
+        )
+    )
+)
+"""The key as found in a text: verbatim, percent-encoded as a URL would carry it, or every byte encoded."""
 RUN_LIMIT_S = 25.0
 """Bound on one run's polling; the run as a whole may take at most this plus :data:`GRACE_S`."""
 GRACE_S = 15.0
@@ -42,6 +60,10 @@ EXPORT_SECONDS = 0.3
 ARTIFACT_BYTES = 3 * 1024 * 1024 + 11
 CONN_TIMEOUT = (2.0, 0.5)
 """Connect and read timeouts (the connection extra ``timeout``): stalls end in half a second."""
+LOW_SPEED = (65536, 1)
+"""The connection extra ``low_speed``: a download attempt under 64 KiB/s for 1 s ends (and is resumed)."""
+RSS_GROWTH_LIMIT_MIB = 512
+"""A run that raises the process's peak RSS by more than this (e.g. an inflated body held whole) is bad."""
 
 START, PROGRESS, DOWNLOAD = "start_export", "export_progress", "download_export"
 ENDPOINT_ORDER = (START, PROGRESS, DOWNLOAD)
@@ -77,7 +99,31 @@ MUST_SUCCEED: frozenset[tuple[str, str]] = frozenset(
         ("body: wrong_range", DOWNLOAD),
         ("body: chunked", DOWNLOAD),
         ("body: chunked_truncate", DOWNLOAD),
+        # A drip or silence must end each attempt by its deadline (timeout, low_speed), then retry/resume.
+        *(
+            (kind, endpoint)
+            for kind in ("dripping_body", "silent")
+            for endpoint in (PROGRESS, DOWNLOAD, TRIGGER)
+        ),
     }
+)
+
+#: Faults the provider must turn into a clean failure: a success is a bad outcome.
+MUST_FAIL_CLEAN: frozenset[tuple[str, str]] = frozenset(
+    {
+        # A progress the server never reported as a finite number must never count as complete.
+        ("non_finite_progress", PROGRESS),
+        ("non_finite_progress", TRIGGER),
+        # The start was (or may have been) processed but its hash cannot be read: StartUncertain.
+        ("deep_json", START),
+        ("dripping_body", START),
+        ("silent", START),
+    }
+)
+
+#: Start faults after which the emulator must have received exactly one start request (never repeated).
+ONE_START_REQUEST: frozenset[tuple[str, str]] = frozenset(
+    {("deep_json", START), ("dripping_body", START), ("silent", START)}
 )
 
 
@@ -88,6 +134,7 @@ class Outcome:
     retries: int = 0
     requests: int = 0
     seconds: float = 0.0
+    rss_growth_mib: float = 0.0
 
 
 @dataclass
@@ -98,6 +145,8 @@ class Row:
     bad: int = 0
     retries: int = 0
     requests: int = 0
+    seconds: float = 0.0
+    rss_growth_mib: float = 0.0  # the largest of its runs
     details: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -106,6 +155,8 @@ class Row:
         setattr(self, outcome.kind, getattr(self, outcome.kind) + 1)
         self.retries += outcome.retries
         self.requests += outcome.requests
+        self.seconds += outcome.seconds
+        self.rss_growth_mib = max(self.rss_growth_mib, outcome.rss_growth_mib)
         if outcome.kind == "bad":
             self.details.append(outcome.detail)
         elif outcome.kind == "clean" and outcome.detail not in self.failures:
@@ -231,6 +282,11 @@ def captured_output() -> Iterator[tuple[_Capture, io.StringIO]]:
         root.setLevel(old_level)
 
 
+def has_key(text: str) -> bool:
+    """Whether ``text`` holds the key in one of its :data:`KEY_FORMS`."""
+    return any(form in text for form in KEY_FORMS)
+
+
 def _message_problem(text: str) -> str | None:
     if not text.strip():
         return "empty error message"
@@ -238,7 +294,7 @@ def _message_problem(text: str) -> str | None:
         return f"error message of {len(text)} characters"
     if "Traceback (most recent call last)" in text:
         return "traceback in the error message"
-    if KEY in text:
+    if has_key(text):
         return "key in the error message"
     if any(not ch.isprintable() and ch not in "\n" for ch in text):
         return f"unprintable character in the error message: {text[:80]!r}"
@@ -249,6 +305,8 @@ def _name_problem(folder: Path, path: Path) -> str | None:
     from airflow_provider_cex.files import MAX_FILENAME_BYTES
 
     name = path.name
+    if has_key(name):
+        return "key in the file name"
     if path.parent.resolve() != folder.resolve():
         return f"file landed outside the folder: {str(path)[:120]!r}"
     if not name or name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name:
@@ -370,9 +428,15 @@ def _finish(
     emu.clear_faults()  # not reset(): the counts below are this run's
     emu.wait_listening()
     started_exports = len(emu.exports) - exports_before
+    if cell in MUST_FAIL_CLEAN and outcome.kind == "success":
+        outcome = Outcome("bad", "must fail cleanly, ended in success")
+    if cell[0] == "non_finite_progress" and any(r.endpoint == DOWNLOAD for r in emu.requests):
+        outcome = Outcome("bad", "a download was attempted after a non-finite progress")
+    if cell in ONE_START_REQUEST and emu.counts.get(START, 0) != 1:
+        outcome = Outcome("bad", f"{emu.counts.get(START, 0)} start requests: the start was repeated")
     if started_exports > 1:
         outcome = Outcome("bad", f"{started_exports} exports started for one run")
-    if KEY in text:
+    if has_key(text):
         outcome = Outcome("bad", "key in a log line, printed output or trigger event")
     if any(r.had_api_key for r in foreign.requests):
         outcome = Outcome("bad", "the key was sent to another origin")
@@ -384,7 +448,10 @@ def _finish(
     return outcome
 
 
-TRIGGER_LIMIT_S = 12.0
+TRIGGER_LIMIT_S = 20.0
+"""The trigger's deadline: room for three spoiled polls of ``connect + read`` (2.5 s) each, with backoff."""
+TRIGGER_MARGIN_S = 1.5
+"""The trigger's one event must come by its ``end_time`` plus this (it promises about 1 s)."""
 
 
 def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> Outcome:
@@ -412,9 +479,12 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
     events: list[dict[str, Any]] = []
     outcome = Outcome("bad", "did not finish")
 
+    fired_at: list[float] = []
+
     async def collect(trigger: CountingTrigger) -> None:
         async for event in trigger.run():
             events.append(event.payload)
+            fired_at.append(time.time())
 
     with captured_output() as (logs, printed):
         try:
@@ -423,14 +493,18 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
                     PAGE_ID, {"pageSettings": {"size": "A4", "orientation": "PORTRAIT"}}
                 )
             arm(emu, foreign, rng)
-            trigger = CountingTrigger(
-                export_hash=export_hash, end_time=time.time() + TRIGGER_LIMIT_S, poll_interval=0.1
-            )
+            end_time = time.time() + TRIGGER_LIMIT_S
+            trigger = CountingTrigger(export_hash=export_hash, end_time=end_time, poll_interval=0.1)
             asyncio.run(asyncio.wait_for(collect(trigger), TRIGGER_LIMIT_S + GRACE_S))
             statuses = [e.get("status") for e in events]
             message = str(events[0].get("message") or "") if events else ""
             if len(events) != 1:
                 outcome = Outcome("bad", f"{len(events)} events: {statuses}")
+            elif fired_at[0] > end_time + TRIGGER_MARGIN_S:
+                late = fired_at[0] - end_time
+                outcome = Outcome("bad", f"{statuses[0]} event {late:.1f} s after the trigger's deadline")
+            elif has_key(message):
+                outcome = Outcome("bad", "key in the trigger event's message")
             elif statuses[0] == "success":
                 outcome = Outcome("success")
             elif statuses[0] == "failed":
@@ -476,7 +550,7 @@ def matrix_emulators() -> Iterator[tuple[Any, Any]]:
         foreign.accept_foreign_downloads(emu)
         old = os.environ.get("AIRFLOW_CONN_CONTENT_EXPORTER_DEFAULT")
         os.environ["AIRFLOW_CONN_CONTENT_EXPORTER_DEFAULT"] = connection_json(
-            emu.base_url, api_key=KEY, timeout=list(CONN_TIMEOUT)
+            emu.base_url, api_key=KEY, timeout=list(CONN_TIMEOUT), low_speed=list(LOW_SPEED)
         )
         try:
             yield emu, foreign
@@ -487,18 +561,46 @@ def matrix_emulators() -> Iterator[tuple[Any, Any]]:
                 os.environ["AIRFLOW_CONN_CONTENT_EXPORTER_DEFAULT"] = old
 
 
+def _peak_rss_mib() -> float:
+    """The process's peak resident set size so far, in MiB (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_matrix(
-    seeds: int, only: Callable[[str, str], bool] | None = None, progress: Callable[[str], None] | None = None
+    seeds: int,
+    only: Callable[[str, str], bool] | None = None,
+    progress: Callable[[str], None] | None = None,
+    *,
+    kinds: Collection[str] | None = None,
 ) -> dict[tuple[str, str], Row]:
-    """Run ``seeds`` seeded runs of every (fault, endpoint) cell; returns the rows in table order."""
+    """Run ``seeds`` seeded runs of every (fault, endpoint) cell; returns the rows in table order.
+
+    :param only: run only the cells it accepts, given (fault name, endpoint).
+    :param kinds: run only the cells of these fault names (e.g. ``["silent", "deep_json"]``).
+    """
+    # Imported before the first run, so that its peak RSS growth is the run's, not Airflow's import.
+    for module in (
+        "airflow_provider_cex.hooks.content_exporter",
+        "airflow_provider_cex.triggers.content_exporter",
+    ):
+        importlib.import_module(module)
+
     rows: dict[tuple[str, str], Row] = {}
     with matrix_emulators() as (emu, foreign):
         for (name, endpoint), arm in fault_kinds().items():
             if only is not None and not only(name, endpoint):
                 continue
+            if kinds is not None and name not in kinds:
+                continue
             row = rows.setdefault((name, endpoint), Row())
             for seed in range(seeds):
+                peak = _peak_rss_mib()
                 outcome = one_run(emu, foreign, name, endpoint, arm, seed)
+                outcome.rss_growth_mib = _peak_rss_mib() - peak
+                if outcome.rss_growth_mib > RSS_GROWTH_LIMIT_MIB:
+                    outcome = dataclasses.replace(
+                        outcome, kind="bad", detail=f"peak RSS grew by {outcome.rss_growth_mib:.0f} MiB"
+                    )
                 row.add(outcome)
                 if progress is not None and outcome.kind == "bad":
                     progress(f"BAD {name} / {endpoint} / seed {seed}: {outcome.detail}")
@@ -514,12 +616,12 @@ def format_table(rows: dict[tuple[str, str], Row], elapsed: float) -> str:
         f"fault matrix: {total.runs} seeded runs in {elapsed:.0f} s (loopback emulator)",
         "",
         f"{'fault':28} {'endpoint':16} {'runs':>4} {'success':>7} {'clean':>5} {'bad':>3} {'retries':>7}"
-        f" {'requests':>8}",
+        f" {'requests':>8} {'seconds':>7} {'rss+MiB':>7}",
     ]
     for (name, endpoint), r in rows.items():
         lines.append(
             f"{name:28} {endpoint:16} {r.runs:4} {r.success:7} {r.clean:5} {r.bad:3} {r.retries:7}"
-            f" {r.requests:8}"
+            f" {r.requests:8} {r.seconds:7.1f} {r.rss_growth_mib:7.0f}"
         )
         for detail in r.details[:3]:
             lines.append(f"{'':46}bad: {detail}")
@@ -528,7 +630,8 @@ def format_table(rows: dict[tuple[str, str], Row], elapsed: float) -> str:
         f"total: {total.runs} runs, {total.success} successes, {total.clean} clean failures, {total.bad} bad,"
         f" {total.retries} retries, {total.requests} requests",
         "retries = RetryEvents the hooks reported (on_retry): retried calls, resumed or restarted downloads; "
-        "requests = requests the emulator received",
+        "requests = requests the emulator received; seconds = time of the row's runs; rss+MiB = the largest "
+        "growth of the process's peak RSS during one run",
         "key check: every log record (DEBUG and up), printed output, exception texts, the second origin",
     ]
     return "\n".join(lines)
