@@ -101,6 +101,8 @@ def read_body(resp: Response, limit: int, *, strict: bool = True, deadline: Dead
             raise requests.exceptions.ChunkedEncodingError(
                 f"the body ended after {received} of {declared} bytes"
             )
+        if not chunk:  # read to its end past urllib3, which would close the connection: keep it alive
+            resp.raw.release_conn()
     except requests.RequestException:
         raise
     except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as err:
