@@ -539,6 +539,8 @@ class BodyDecoder:
             self._wbits = _DECODABLE[codings[0]]
             self._inflater = zlib.decompressobj(self._wbits)
         self._raw_deflate_tried = False
+        self._head = b""
+        self._fed = 0
 
     @property
     def full(self) -> bool:
@@ -551,6 +553,17 @@ class BodyDecoder:
         if self._inflater is None:
             self._keep(chunk)
             return not self.full
+        self._fed += len(chunk)
+        if self._fed > self.limit + _INFLATE_STEP:  # more compressed bytes than the answer may have, inflated
+            self.truncated = True
+            return False
+        if (
+            self._wbits == zlib.MAX_WBITS
+            and not self._raw_deflate_tried
+            and not self.size
+            and len(self._head) < 65536
+        ):
+            self._head += chunk  # until 'deflate' proves zlib-wrapped, keep what came, to replay it as raw
         data = chunk
         try:
             while not self.full:
@@ -564,11 +577,18 @@ class BodyDecoder:
                 if not data and len(out) < step:  # input used up and no output held back: wait for more
                     break
         except zlib.error:
-            if self._wbits == zlib.MAX_WBITS and not self._raw_deflate_tried and not self.size:
+            if (
+                self._wbits == zlib.MAX_WBITS
+                and not self._raw_deflate_tried
+                and not self.size
+                and len(self._head) == self._fed
+            ):
                 self._raw_deflate_tried = True  # 'deflate' sent without its zlib header, as some servers do
                 self._wbits = -zlib.MAX_WBITS
                 self._inflater = zlib.decompressobj(self._wbits)
-                return self.feed(chunk)
+                head, self._head = self._head, b""
+                self._fed -= len(head)  # fed again below
+                return self.feed(head)
             self.problem = "its compressed body is corrupt"
         return not self.full
 

@@ -18,6 +18,7 @@ from email.message import Message
 from typing import BinaryIO
 
 from airflow_provider_cex.exceptions import ContentExporterError
+from airflow_provider_cex.protocol import scrub
 
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 _BAD_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
@@ -99,12 +100,22 @@ def is_folder(destination: str) -> bool:
 
 
 def final_path(
-    destination: str, export_hash: str, content_type: str | None, content_disposition: str | None
+    destination: str,
+    export_hash: str,
+    content_type: str | None,
+    content_disposition: str | None,
+    secret: str | None = None,
 ) -> str:
-    """The file a download goes to: ``destination`` itself, or the server's (sanitised) name inside it."""
+    """The file a download goes to: ``destination`` itself, or the server's (sanitised) name inside it.
+
+    ``secret``: the API key, scrubbed from the name once it is decoded (RFC 2231's ``filename*`` may hide
+    it percent-encoded or split in parts).
+    """
     if not is_folder(destination):
         return destination
     server_name = filename_from_content_disposition(content_disposition)
+    if server_name and secret:
+        server_name = scrub(server_name, secret)
     return os.path.join(
         destination, sanitize_filename(server_name, default_filename(export_hash, content_type))
     )

@@ -484,21 +484,30 @@ def holds_secret(text: str, secret: str | None) -> bool:
 
 def _without_secret(text: str, secret: str | None) -> str:
     if secret and len(secret) >= 4:
-        for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}:
+        for form in _secret_forms(secret):
             text = text.replace(form, "***")
             if "%" in form:  # percent-encoding may come back in either case
                 text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
     return text
 
 
+def _secret_forms(secret: str) -> set[str]:
+    """The key as a server may echo it: as it is, and percent-encoded as a path, a query or a segment."""
+    return {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}
+
+
 def _partial_key_at_end(text: str, secret: str | None) -> int:
     """How many characters at the end of ``text`` are the start of the key (or of an encoded form of it)."""
     if not secret or len(secret) < 4:
         return 0
-    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
-    return max(
-        (size for form in forms for size in range(1, len(form)) if text.endswith(form[:size])), default=0
-    )
+    folded = text.lower()  # percent-escapes may come back in lower case
+    sizes = [
+        size
+        for form in _secret_forms(secret)
+        for size in range(1, len(form))
+        if text.endswith(form[:size]) or ("%" in form and folded.endswith(form[:size].lower()))
+    ]
+    return max(sizes, default=0)
 
 
 #: ``scheme://user:password@`` in a text: the user-info of a URL.

@@ -63,7 +63,7 @@ from airflow_provider_cex.files import TempFiles, final_path, is_folder, refuse_
 from airflow_provider_cex.hooks.download import copy_with_resume
 from airflow_provider_cex.hooks.requests_io import (
     Deadline,
-    DeadlineExceeded,
+    WatchedAdapter,
     failure_of,
     proxy_in_use,
     read_body,
@@ -235,6 +235,8 @@ class ContentExporterHook(BaseHook):
         """The hook's one HTTP session (created on first use, reused for every call)."""
         if self._session is None:
             session = requests.Session()
+            for prefix in ("http://", "https://"):  # lets a call's deadline cut a server stalling its headers
+                session.mount(prefix, WatchedAdapter())
             session.headers.update(default_headers(f"python-requests/{requests.__version__}"))
             self._session = session
         return self._session
@@ -322,7 +324,7 @@ class ContentExporterHook(BaseHook):
             key = self.settings.api_key  # a server echoing it in a header must not put it in a file name
             content_type = scrub(resp.headers.get("Content-Type") or "", key) or None
             disposition = scrub(resp.headers.get("Content-Disposition") or "", key) or None
-            target = final_path(dest, export_hash, content_type, disposition)
+            target = final_path(dest, export_hash, content_type, disposition, key)
             refuse_existing(target, overwrite)
             length = resp.headers.get("Content-Length", "").strip()
             expected = int(length) if length.isdigit() and not resp.headers.get("Content-Encoding") else None
@@ -418,7 +420,7 @@ class ContentExporterHook(BaseHook):
         for _hop in range(MAX_REDIRECTS + 1):
             request_headers = {**(headers or {}), **(key_header(settings, url) if send_key else {})}
             if deadline is not None and deadline.remaining() <= 0:
-                raise DeadlineExceeded(f"the answer took longer than {deadline.seconds:g} s in all")
+                raise deadline.exceeded()
             read_timeout = deadline.read_timeout_now() if deadline is not None else settings.read_timeout
             resp = session.request(
                 method,
@@ -516,17 +518,22 @@ class ContentExporterHook(BaseHook):
         settings = self.settings
         deadline = Deadline(settings.connect_timeout + settings.read_timeout, settings.read_timeout)
         try:
-            resp = self._send(call.method, url, json_body=json_body, deadline=deadline)
-            self._check_status(resp, call, url, deadline)
-            with resp:
-                body = read_body(resp, MAX_SMALL_BODY, deadline=deadline)
+            with deadline.guarding():
+                resp = self._send(call.method, url, json_body=json_body, deadline=deadline)
+                self._check_status(resp, call, url, deadline)
+                with resp:
+                    body = read_body(resp, MAX_SMALL_BODY, deadline=deadline)
             return resp.status_code, resp.headers, body
         except UnreadableBody as err:
             raise unreadable_answer(call, err.reason) from None
-        except requests.exceptions.SSLError as err:  # final: says why (unknown CA, name mismatch)
-            raise tls_failure(call, self.settings, err) from None
         except requests.RequestException as err:
-            raise failure_of(err, call, self.settings, url) from None
+            # The watchdog cut the connection: whatever broke then, the time was up.
+            failed: requests.RequestException = deadline.exceeded() if deadline.fired else err
+            if isinstance(
+                failed, requests.exceptions.SSLError
+            ):  # final: says why (unknown CA, name mismatch)
+                raise tls_failure(call, self.settings, failed) from None
+            raise failure_of(failed, call, self.settings, url) from None
 
     def _open_download(
         self, url: str, call: Call, range_from: int = 0, validator: str | None = None

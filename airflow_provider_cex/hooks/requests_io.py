@@ -7,16 +7,19 @@ only turns requests' exceptions and settings into the facts the core asks for.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import requests
+import requests.adapters
 import urllib3
 
 from airflow_provider_cex.core import BodyDecoder, Call, network_failure, proxy_failure, tls_failure
@@ -33,12 +36,41 @@ class Deadline:
     """When one call attempt must be over: ``seconds`` from now for connecting and all reads together.
 
     The connection's ``timeout`` is ``(connect, read)``; a JSON call gets ``connect + read`` seconds in all,
-    so a server that drips its answer a byte at a time cannot hold a worker beyond that.
+    so a server that drips its answer a byte at a time cannot hold a worker beyond that. Reads of the body
+    wait at most the time left; while the status line and headers arrive (inside requests), a watchdog
+    (:meth:`guarding`) shuts the connection's socket down when the time is up.
     """
 
     def __init__(self, seconds: float, read_timeout: float) -> None:
         self.seconds, self.read_timeout = seconds, read_timeout
         self.end = time.monotonic() + seconds
+        self.fired = False
+        #: The urllib3 connection the attempt uses now (set by :class:`WatchedAdapter`'s pools).
+        self.connection: object | None = None
+
+    @contextlib.contextmanager
+    def guarding(self) -> Iterator[Deadline]:
+        """Within the block, requests sent through a :class:`WatchedAdapter` are cut when the time is up."""
+        previous = getattr(_WATCHED, "deadline", None)
+        _WATCHED.deadline = self
+        timer = threading.Timer(max(0.0, self.remaining()), self._cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield self
+        finally:
+            timer.cancel()
+            _WATCHED.deadline = previous
+
+    def exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"the answer took longer than {self.seconds:g} s in all")
+
+    def _cut(self) -> None:
+        self.fired = True
+        sock = getattr(self.connection, "sock", None)
+        if isinstance(sock, socket.socket):  # the base method: an SSLSocket's own would touch its TLS state
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
@@ -50,6 +82,46 @@ class Deadline:
 
 class DeadlineExceeded(requests.exceptions.Timeout):
     """The whole answer did not arrive by the attempt's :class:`Deadline`."""
+
+
+#: The :class:`Deadline` guarding this thread's request, if any (a hook is used by one thread at a time).
+_WATCHED = threading.local()
+
+
+class _WatchedPool:
+    """Tells the guarding :class:`Deadline` which connection the request goes out on (urllib3 1.26 and 2.x
+    both hand connections out through ``_get_conn``)."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        deadline = getattr(_WATCHED, "deadline", None)
+        if deadline is not None:
+            deadline.connection = conn
+        return conn
+
+
+class _WatchedHTTPPool(_WatchedPool, urllib3.HTTPConnectionPool):
+    pass
+
+
+class _WatchedHTTPSPool(_WatchedPool, urllib3.HTTPSConnectionPool):
+    pass
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with pools that let a :class:`Deadline` cut a request waiting for its headers."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
 
 
 def raw_reader(resp: Response) -> Callable[[int], bytes]:
@@ -88,8 +160,8 @@ def read_body(resp: Response, limit: int, *, strict: bool = True, deadline: Dead
     try:
         while True:
             if deadline is not None:
-                if deadline.remaining() <= 0:
-                    raise DeadlineExceeded(f"the answer took longer than {deadline.seconds:g} s in all")
+                if deadline.remaining() <= 0 or deadline.fired:
+                    raise deadline.exceeded()
                 if sock is not None:
                     sock.settimeout(deadline.read_timeout_now())
             chunk = read(_READ_SIZE)
@@ -106,8 +178,8 @@ def read_body(resp: Response, limit: int, *, strict: bool = True, deadline: Dead
     except requests.RequestException:
         raise
     except (TimeoutError, urllib3.exceptions.ReadTimeoutError) as err:
-        if deadline is not None and deadline.remaining() <= 0:
-            raise DeadlineExceeded(f"the answer took longer than {deadline.seconds:g} s in all") from None
+        if deadline is not None and (deadline.remaining() <= 0 or deadline.fired):
+            raise deadline.exceeded() from None
         raise requests.exceptions.ReadTimeout(err) from None
     except (http.client.HTTPException, urllib3.exceptions.ProtocolError) as err:
         raise requests.exceptions.ChunkedEncodingError(err) from None
