@@ -56,7 +56,7 @@ suppress_warnings = ["autoapi.python_import_resolution"]
 # network) references into other projects cannot resolve: Airflow's and requests' types, and the standard
 # library's. Those, and only those, are ignored; a reference into this package that does not resolve fails.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(airflow|requests)\..+"),
+    (r"py:.*", r"(airflow|requests|urllib3)\..+"),
     (r"py:.*", r"(collections\.abc|datetime|os|random|socket|ssl|tempfile)\..+"),
 ]
 
