@@ -624,6 +624,17 @@ class RetryEvent:
     reason: str
     wait: float
 
+    def log(self, log: Any) -> None:
+        """The warning both transports write before the wait."""
+        log.warning(
+            "Could not %s: %s. Retry %d of %d in %.1f s.",
+            self.call,
+            self.reason,
+            self.retry,
+            self.max_retries,
+            self.wait,
+        )
+
 
 class Retries:
     """The retry budget of one call: each failure either earns a wait or ends the call.

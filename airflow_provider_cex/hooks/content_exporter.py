@@ -454,14 +454,7 @@ class ContentExporterHook(BaseHook):
                 return attempt()
             except RetryableFailure as failure:
                 event = retries.wait_after(failure)
-                self.log.warning(
-                    "Could not %s: %s. Retry %d of %d in %.1f s.",
-                    call,
-                    failure.reason,
-                    event.retry,
-                    event.max_retries,
-                    event.wait,
-                )
+                event.log(self.log)
                 self.sleep(event.wait)
 
     def _check_status(self, resp: Response, call: Call, url: str, deadline: Deadline | None = None) -> None:

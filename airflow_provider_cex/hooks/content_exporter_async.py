@@ -160,14 +160,7 @@ class ContentExporterAsyncHook(BaseHook):
                 call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
             )
             event = retries.wait_after(failure)
-            self.log.warning(
-                "Could not %s: %s. Retry %d of %d in %.1f s.",
-                call,
-                failure.reason,
-                event.retry,
-                event.max_retries,
-                event.wait,
-            )
+            event.log(self.log)
             await self.sleep(event.wait)
         return decode_progress(export_hash, raw, self.settings.api_key)
 
