@@ -521,7 +521,7 @@ class BodyDecoder:
         limit: int,
         *,
         strict: bool = True,
-        sink: Callable[[bytes], None] | None = None,
+        sink: Callable[[bytes | memoryview], None] | None = None,
     ) -> None:
         self.limit, self.strict, self.sink = limit, strict, sink
         self.size = 0
@@ -546,7 +546,7 @@ class BodyDecoder:
     def full(self) -> bool:
         return self.truncated or self.problem is not None
 
-    def feed(self, chunk: bytes) -> bool:
+    def feed(self, chunk: bytes | memoryview) -> bool:
         """Take the next raw bytes; False when no more are wanted (limit reached, or decoding failed)."""
         if self.full:
             return False
@@ -592,7 +592,7 @@ class BodyDecoder:
             self.problem = "its compressed body is corrupt"
         return not self.full
 
-    def _keep(self, data: bytes) -> None:
+    def _keep(self, data: bytes | memoryview) -> None:
         room = self.limit - self.size
         if len(data) > room:
             self.truncated = True

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import requests
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 #: Download read size: large enough that per-chunk Python overhead vanishes next to the copy, small
 #: enough that a break loses little (a partly read chunk is read again on resume).
 CHUNK_SIZE = 1024 * 1024
+#: Where a body is read with ``read1`` (chunked, or not over http.client), at most this much per read: one
+#: allocation per read, kept under glibc's mmap threshold (1 MiB reads cost a page fault per 4 KiB over TLS).
+READ1_SIZE = 64 * 1024
 #: Each chunk is written in slices of this size: the page-cache cost of write() here (kernel 6.18, ext4, a
 #: VM with free page reporting) depends on its size and on how the memory it reuses was freed. 1 GiB after
 #: deleting a file written in 16 KiB pieces (as curl writes): 1 MiB writes 2.0-3.0 s, 128 KiB 0.29-0.65 s,
@@ -62,15 +66,8 @@ def copy_with_resume(
         received = state.received
         try:
             try:
-                read = raw_reader(resp)
-                speed = _SpeedCheck(*low_speed, received)
-                while True:
-                    try:
-                        chunk = read(CHUNK_SIZE)
-                    except _READ_ERRORS as err:
-                        raise _Broken(f"{_describe_read_error(err)} after {received} bytes") from None
-                    if not chunk:
-                        break
+                left = None if total is None else total - received
+                for chunk in _chunks(resp, _SpeedCheck(*low_speed, received), received, left):
                     received += len(chunk)
                     if decoder is None:
                         state.write(chunk)
@@ -87,7 +84,6 @@ def copy_with_resume(
                         )
                     state.received = received
                     progress.update(state.written)
-                    speed.check(received)  # after the chunk is saved: a resume starts after it
             finally:
                 resp.close()
             if total is None or received == total:
@@ -153,7 +149,7 @@ class _Saved:
         self.written = 0
         self.received = 0
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self.digest.update(chunk)
         view = memoryview(chunk)
         for start in range(0, len(view), WRITE_SLICE):
@@ -168,29 +164,91 @@ class _Saved:
 
 
 class _SpeedCheck:
-    """Ends an attempt that receives less than ``limit`` bytes per second on average over ``seconds``."""
+    """Tells when an attempt receives less than ``limit`` bytes per second on average over ``seconds``."""
 
     def __init__(self, limit: float, seconds: float, received: int) -> None:
         self.limit, self.seconds = limit, seconds
         self.since, self.at = time.monotonic(), received
 
-    def check(self, received: int) -> None:
+    def too_slow(self, received: int) -> str | None:
+        """Why the attempt must end (it is too slow), or None."""
         if self.limit <= 0:
-            return
+            return None
         now = time.monotonic()
         elapsed = now - self.since
         if elapsed < self.seconds:
-            return
+            return None
         rate = (received - self.at) / elapsed
         if rate < self.limit:
-            raise _Broken(
+            return (
                 f"the download slowed to {rate:.0f} bytes/s over {elapsed:.0f} s, under the connection's "
                 f"low_speed limit of {self.limit:g} bytes/s, after {received} bytes"
             )
         self.since, self.at = now, received
+        return None
 
 
-def _decoder_for(resp: Response, write: Callable[[bytes], None]) -> BodyDecoder | None:
+def _chunks(
+    resp: Response, speed: _SpeedCheck, received: int, left: int | None
+) -> Iterator[bytes | memoryview]:
+    """The body as sent, in pieces of up to :data:`CHUNK_SIZE`, timed between network reads.
+
+    What arrived is always yielded before an attempt ends (:class:`_Broken`: a network error, or
+    ``speed`` says too slow), so a resume starts right after the last saved byte. A body with a length
+    (not chunked) is read straight from http.client's buffered socket file with ``readinto1`` into one
+    reused buffer: one network read per call, no allocation, and never past ``left`` bytes. Otherwise
+    http.client's ``read1`` (chunked framing) or urllib3's ``read``, :data:`READ1_SIZE` at a time.
+    """
+    fp = getattr(resp.raw, "_fp", None)
+    socket_file = getattr(fp, "fp", None)
+    if (
+        not isinstance(fp, http.client.HTTPResponse)
+        or fp.chunked
+        or not isinstance(socket_file, io.BufferedReader)
+    ):
+        read = raw_reader(resp)
+        while True:
+            try:
+                chunk = read(READ1_SIZE)
+            except _READ_ERRORS as err:
+                raise _Broken(f"{_describe_read_error(err)} after {received} bytes") from None
+            if not chunk:
+                return
+            received += len(chunk)
+            yield chunk
+            if reason := speed.too_slow(received):
+                raise _Broken(reason)
+    fill = socket_file.readinto1
+    view = memoryview(bytearray(CHUNK_SIZE))
+    while True:
+        want = CHUNK_SIZE if left is None else min(CHUNK_SIZE, left)
+        if want <= 0:
+            return
+        filled, ended, broken = 0, False, None
+        while filled < want:
+            try:
+                count = fill(view[filled:want])
+            except _READ_ERRORS as err:
+                broken = f"{_describe_read_error(err)} after {received + filled} bytes"
+                break
+            if not count:
+                ended = True
+                break
+            filled += count
+            if broken := speed.too_slow(received + filled):
+                break
+        if filled:
+            received += filled
+            if left is not None:
+                left -= filled
+            yield view[:filled]
+        if broken:
+            raise _Broken(broken)
+        if ended:
+            return
+
+
+def _decoder_for(resp: Response, write: Callable[[bytes | memoryview], None]) -> BodyDecoder | None:
     """A decoder when the file comes with a Content-Encoding to undo (as a browser saves it), else None."""
     encoding = (resp.headers.get("Content-Encoding") or "").strip().lower()
     if encoding in ("", "identity"):
