@@ -12,7 +12,6 @@ import hashlib
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,119 +27,48 @@ from airflow_provider_cex.exceptions import (
 )
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
 from airflow_provider_cex.protocol import parse_low_speed, snippet
+from tests import hostile
 from tests.conftest import API_KEY
-from tests.hostile import (
-    HEADER_OF,
-    MIB,
-    Conn,
-    HostileServer,
-    Logged,
-    PeakMemory,
-    Seen,
-    bomb,
-    compress,
-    point_connection,
-    servers,
-)
+from tests.hostile import HASH, MIB, Conn, Seen, assert_no_key, point_connection, progress_server
 
-#: A key with characters that percent-encoding changes ('+', '/', '='): its encoded forms differ from it.
-SPECIAL_KEY = "cexk+4f9a/8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e="
-HASH = "h0st1le"
+#: The shared fixtures, under the names the tests ask for (pytest finds a fixture as a module attribute).
+serve, logs = hostile.serve, hostile.logs
+
 FAST = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.02, retry_after_cap=1)
-NO_RETRIES = RetryPolicy(max_retries=0)
-TRIMMED = "had spaces or a line break around it"
 
 
 def make_hook(retry_policy: RetryPolicy = FAST) -> ContentExporterHook:
     return ContentExporterHook(retry_policy=retry_policy, sleep=lambda _seconds: None)
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., HostileServer]]:
-    with servers() as start:
-        yield start
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Logged:
-    return Logged(caplog, capsys)
-
-
-def answering(body: bytes, headers: dict[str, str] | None = None, status: int = 200):
-    def handle(_req: Seen, conn: Conn) -> None:
-        conn.respond(status, body, {"Content-Type": "application/json", **(headers or {})})
-
-    return handle
-
-
-def progress_server(serve, monkeypatch, body: bytes, headers=None, api_key: str = API_KEY, **extra):
-    server = serve(answering(body, headers))
-    point_connection(monkeypatch, server.base_url, api_key, **extra)
-    return server
-
-
-def assert_no_key(text: str, key: str = API_KEY) -> None:
-    for form in {key, quote(key, safe=""), quote(key)}:
-        assert form not in text
-
-
 # --------------------------------------------------------------------------- 1. the reading rule
 
 
-@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate"])
+@pytest.mark.parametrize("coding", hostile.CODINGS)
 def test_a_compressed_bomb_is_unreadable_and_costs_little_memory(serve, monkeypatch, coding):
-    body = bomb(coding)  # 64 MiB inflated
+    body = hostile.bomb(coding)  # 64 MiB inflated
     assert len(body) < 200 * 1024  # ~65 KiB on the wire, with its correct Content-Length
-    progress_server(serve, monkeypatch, body, {"Content-Encoding": HEADER_OF[coding]})
+    progress_server(serve, monkeypatch, body, {"Content-Encoding": hostile.HEADER_OF[coding]})
     with make_hook() as hook:
         assert hook.settings and hook.get_conn()  # the connection is read before measuring
-        with PeakMemory() as memory, pytest.raises(ContentExporterProtocolError) as err:
+        with hostile.PeakMemory() as memory, pytest.raises(ContentExporterProtocolError) as err:
             hook.get_export_progress(HASH)
     assert "unreadable" in str(err.value) and "larger than 1024 KiB" in str(err.value)
     assert memory.growth < 32 * MIB  # inflating it all would take 64 MiB at least
 
 
-@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate"])
+@pytest.mark.parametrize("coding", hostile.CODINGS)
 def test_a_small_compressed_progress_answer_is_read(serve, monkeypatch, coding):
-    body = compress(b'{"progressValue": 100}', coding)
-    progress_server(serve, monkeypatch, body, {"Content-Encoding": HEADER_OF[coding]})
+    body = hostile.compress(hostile.progress_json(100), coding)
+    progress_server(serve, monkeypatch, body, {"Content-Encoding": hostile.HEADER_OF[coding]})
     with make_hook() as hook:
         progress = hook.get_export_progress(HASH)
     assert progress.is_complete and progress.progress == 100.0
 
 
-def first_byte_alone(body: bytes, coding: str, pause: float):
-    """The compressed body's first byte in its own read, the rest ``pause`` seconds later."""
-
-    def handle(_req: Seen, conn: Conn) -> None:
-        conn.head(
-            200,
-            {
-                "Content-Type": "application/json",
-                "Content-Encoding": coding,
-                "Content-Length": str(len(body)),
-            },
-        )
-        conn.send(body[:1])
-        if conn.wait(pause):
-            conn.send(body[1:])
-
-    return handle
-
-
-@pytest.mark.parametrize(
-    "coding",
-    [
-        "gzip",
-        "deflate",
-        "raw-deflate",
-    ],
-)
+@pytest.mark.parametrize("coding", hostile.CODINGS)
 def test_a_compressed_answer_whose_first_byte_arrives_alone_is_read(serve, monkeypatch, coding):
-    body = compress(b'{"progressValue": 100}', coding)
-    pause = 1.0 if coding == "raw-deflate" else 0.2  # long enough that byte 0 is surely read alone
-    server = serve(first_byte_alone(body, HEADER_OF[coding], pause))
-    point_connection(monkeypatch, server.base_url, timeout=[5, 5])
+    hostile.first_byte_alone_server(serve, monkeypatch, coding)
     with make_hook() as hook:
         assert hook.get_export_progress(HASH).is_complete
 
@@ -154,18 +82,16 @@ def test_an_unsupported_content_encoding_is_unreadable_and_named(serve, monkeypa
 
 # --------------------------------------------------------------------------- 2. deep JSON, snippets
 
-DEEP = b"[" * 100_000 + b"]" * 100_000
-
 
 def test_deep_json_progress_is_a_provider_error_not_a_recursion_error(serve, monkeypatch):
-    progress_server(serve, monkeypatch, DEEP)
+    progress_server(serve, monkeypatch, hostile.DEEP)
     with make_hook() as hook, pytest.raises(ContentExporterProtocolError, match="nested too deeply"):
         hook.get_export_progress(HASH)
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
 def test_deep_json_answer_to_a_start_is_uncertain_and_not_repeated(serve, monkeypatch, content_type):
-    server = serve(answering(DEEP, {"Content-Type": content_type}))
+    server = serve(hostile.answering(hostile.DEEP, {"Content-Type": content_type}))
     point_connection(monkeypatch, server.base_url)
     hook = make_hook(RetryPolicy(max_retries=3, backoff_base=0.01))
     with hook, pytest.raises(ContentExporterStartUncertainError) as err:
@@ -195,36 +121,19 @@ def test_a_snippet_looks_at_a_bounded_head_of_a_huge_body(body):
 # --------------------------------------------------------------------------- 3. deadlines
 
 
-def dripping():
-    """Headers at once (Content-Length: 1000), then one body byte every 0.3 s."""
-
-    def handle(_req: Seen, conn: Conn) -> None:
-        conn.head(200, {"Content-Type": "application/json", "Content-Length": "1000"})
-        for _ in range(1000):
-            conn.send(b" ")
-            if not conn.wait(0.3):
-                return
-
-    return handle
-
-
 def test_a_dripping_progress_answer_ends_at_connect_plus_read_seconds(serve, monkeypatch):
-    server = serve(dripping())
-    point_connection(monkeypatch, server.base_url, timeout=[1, 1])
-    with make_hook(NO_RETRIES) as hook:
+    server = hostile.short_timeouts_server(serve, monkeypatch, hostile.dripping)
+    with make_hook(hostile.NO_RETRIES) as hook:
         hook.settings  # noqa: B018 - read the connection before timing
         started = time.monotonic()
         with pytest.raises(ContentExporterTransientError) as err:
             hook.get_export_progress(HASH)
         elapsed = time.monotonic() - started
-    assert "took longer than 2 s in all" in str(err.value)
-    assert 1.9 <= elapsed < 6  # the 1 s read timeout never fired: a byte came every 0.3 s
-    assert server.count() == 1
+    hostile.assert_ended_at_connect_plus_read(err.value, elapsed, server)
 
 
 def test_a_dripping_answer_to_a_start_is_uncertain_and_not_repeated(serve, monkeypatch):
-    server = serve(dripping())
-    point_connection(monkeypatch, server.base_url, timeout=[1, 1])
+    server = hostile.short_timeouts_server(serve, monkeypatch, hostile.dripping)
     with make_hook(RetryPolicy(max_retries=3, backoff_base=0.01)) as hook:
         hook.settings  # noqa: B018
         started = time.monotonic()
@@ -236,19 +145,9 @@ def test_a_dripping_answer_to_a_start_is_uncertain_and_not_repeated(serve, monke
     assert server.count("POST") == 1 and server.count() == 1
 
 
-def dripping_headers(_req: Seen, conn: Conn) -> None:
-    """The status line and headers one byte every 0.2 s (a 1,000-byte header), giving up after 6.5 s."""
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 1000 + b"\r\n\r\n"
-    for offset in range(33):
-        conn.send(head[offset : offset + 1])
-        if not conn.wait(0.2):
-            return
-
-
 def test_dripping_headers_end_the_attempt_at_connect_plus_read_seconds(serve, monkeypatch):
-    server = serve(dripping_headers)
-    point_connection(monkeypatch, server.base_url, timeout=[1, 1])
-    with make_hook(NO_RETRIES) as hook:
+    hostile.short_timeouts_server(serve, monkeypatch, hostile.dripping_headers)
+    with make_hook(hostile.NO_RETRIES) as hook:
         hook.settings  # noqa: B018
         started = time.monotonic()
         with pytest.raises(ContentExporterTransientError, match="took longer than 2 s in all"):
@@ -331,36 +230,10 @@ def test_a_bad_low_speed_is_refused(monkeypatch, value):
 
 # --------------------------------------------------------------------------- 5. the key
 
-REDIRECTS_WITH_THE_KEY = {
-    "query": lambda key, port: f"/x?k={key}",
-    "userinfo": lambda key, port: f"http://{key}@127.0.0.1:{port}/x",
-    "file": lambda key, port: f"file:///{key}",
-    "percent-encoded": lambda key, port: f"/x?k={quote(key, safe='')}",
-    "percent-encoded-lower-case": lambda key, port: (
-        "/x?k=" + re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quote(key, safe=""))
-    ),
-}
 
-
-def redirecting_to(location: Callable[[int], str], port_of: Callable[[], int]):
-    """A 302 to ``location`` on the first request; progress 100 on any other (which must not come)."""
-
-    def handle(req: Seen, conn: Conn) -> None:
-        if req.target.endswith("/progress"):
-            conn.respond(302, b"", {"Location": location(port_of())})
-        else:
-            conn.json({"progressValue": 100})
-
-    return handle
-
-
-@pytest.mark.parametrize("kind", list(REDIRECTS_WITH_THE_KEY))
+@pytest.mark.parametrize("kind", list(hostile.REDIRECTS_WITH_THE_KEY))
 def test_a_redirect_holding_the_key_is_not_followed(serve, monkeypatch, logs, kind):
-    key = API_KEY if kind in ("query", "userinfo", "file") else SPECIAL_KEY
-    ports: list[int] = []
-    server = serve(redirecting_to(lambda port: REDIRECTS_WITH_THE_KEY[kind](key, port), lambda: ports[0]))
-    ports.append(server.port)
-    point_connection(monkeypatch, server.base_url, key)
+    server, key = hostile.redirecting_with_the_key(serve, monkeypatch, kind)
     with (
         make_hook() as hook,
         pytest.raises(ContentExporterProtocolError, match="contains the API key") as err,
@@ -372,71 +245,27 @@ def test_a_redirect_holding_the_key_is_not_followed(serve, monkeypatch, logs, ki
 
 
 def test_a_redirect_with_user_info_is_followed_without_it(serve, monkeypatch, logs):
-    elsewhere = serve(lambda req, conn: conn.json({"progressValue": 100}))
-    target = f"http://user:pw@127.0.0.1:{elsewhere.port}/elsewhere"
-    first = serve(lambda req, conn: conn.respond(302, b"", {"Location": target}))
-    point_connection(monkeypatch, first.base_url)
+    first, elsewhere = hostile.redirecting_with_user_info(serve, monkeypatch)
     with make_hook() as hook:
         assert hook.get_export_progress(HASH).is_complete
-    (seen,) = elsewhere.requests
-    assert seen.target == "/elsewhere"
-    assert seen.header("authorization") is None and seen.header("cex-api-key") is None
-    assert first.requests[0].header("cex-api-key") == API_KEY
-    text = logs.text()
-    assert f"Following redirect to 127.0.0.1:{elsewhere.port}" in text  # the capture sees the hook's lines
-    assert "user:pw" not in text and "pw@" not in text
+    hostile.assert_followed_without_user_info(first, elsewhere, logs)
 
 
 def test_an_error_body_echoing_the_key_is_scrubbed(serve, monkeypatch, logs):
-    echo = f"bad key {SPECIAL_KEY} (sent as k={quote(SPECIAL_KEY, safe='')})".encode()
-    server = serve(answering(echo, {"Content-Type": "text/plain"}, status=400))
-    point_connection(monkeypatch, server.base_url, SPECIAL_KEY)
+    hostile.key_echoing_server(serve, monkeypatch, hostile.KEY_ECHO)
     with make_hook() as hook, pytest.raises(ContentExporterProtocolError, match="HTTP 400") as err:
         hook.get_export_progress(HASH)
     assert "bad key ***" in str(err.value) and "k=***" in str(err.value)
-    assert_no_key(str(err.value), SPECIAL_KEY)
-    assert_no_key(logs.text(), SPECIAL_KEY)
+    assert_no_key(str(err.value), hostile.SPECIAL_KEY)
+    assert_no_key(logs.text(), hostile.SPECIAL_KEY)
 
 
-def lower_hex(text: str) -> str:
-    return re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), text)
-
-
-#: How a server may echo the key (a key with '+', '/', '='): as is, or percent-encoded as URLs carry it.
-ECHOED_FORMS = {
-    "plain": lambda key: key,
-    "percent-encoded": lambda key: quote(key, safe=""),
-    "percent-encoded-keeping-slash": quote,
-    "percent-encoded-lower-case": lambda key: lower_hex(quote(key, safe="")),
-}
-ECHO_PARAMS = [
-    "plain",
-    "percent-encoded",
-    "percent-encoded-keeping-slash",
-    "percent-encoded-lower-case",
-]
-
-
-def key_cut_by_the_snippet(form: str) -> bytes:
-    """An error body of blanks, then the echoed key, placed so snippet's bounded head ends one character
-    before the key's end (the blanks collapse, so the key would be the quoted text)."""
-    head = 8 * 200 + 4 * len(SPECIAL_KEY)  # protocol.snippet's head for the default limit
-    echoed = ECHOED_FORMS[form](SPECIAL_KEY)
-    return (" " * (head - len(echoed) + 1) + echoed + " and more" * 20).encode()
-
-
-def assert_no_part_of_the_key(text: str) -> None:
-    for echo in ECHOED_FORMS.values():
-        assert echo(SPECIAL_KEY)[:16].lower() not in text.lower()
-
-
-@pytest.mark.parametrize("form", ECHO_PARAMS)
+@pytest.mark.parametrize("form", list(hostile.ECHOED_FORMS))
 def test_an_error_body_with_the_key_cut_at_the_snippets_end_shows_no_part_of_it(serve, monkeypatch, form):
-    server = serve(answering(key_cut_by_the_snippet(form), {"Content-Type": "text/plain"}, status=400))
-    point_connection(monkeypatch, server.base_url, SPECIAL_KEY)
+    hostile.key_echoing_server(serve, monkeypatch, hostile.key_cut_by_the_snippet(form))
     with make_hook() as hook, pytest.raises(ContentExporterProtocolError, match="HTTP 400") as err:
         hook.get_export_progress(HASH)
-    assert_no_part_of_the_key(str(err.value))
+    hostile.assert_no_part_of_the_key(str(err.value))
 
 
 DISPOSITIONS = {
@@ -498,13 +327,12 @@ def test_a_key_pasted_with_spaces_or_a_line_break_is_sent_trimmed_with_one_warni
     with make_hook() as hook:
         assert hook.start_export("42") == HASH
         assert hook.get_export_progress(HASH).is_complete
-    sent = [value for r in server.requests for name, value in r.raw_headers if name.lower() == "cex-api-key"]
-    assert sent == [f" {API_KEY}"] * 2  # "CEX-API-KEY: <key>": nothing around the key
-    assert logs.count(TRIMMED) == 1 and "warning" in logs.text().lower()
+    assert hostile.keys_sent(server) == [f" {API_KEY}"] * 2  # "CEX-API-KEY: <key>": nothing around the key
+    assert logs.count(hostile.TRIMMED) == 1 and "warning" in logs.text().lower()
     assert API_KEY not in logs.text()
 
 
-@pytest.mark.parametrize("password", ["ab\ncd-key", "kéy-123456", "abc\x7fdef-key", "abc\r\nX-Evil: 1"])
+@pytest.mark.parametrize("password", [*hostile.UNSENDABLE_KEYS, "abc\r\nX-Evil: 1"])
 def test_a_key_that_cannot_be_a_header_is_refused_before_any_request(serve, monkeypatch, password):
     server = serve(key_recorder)
     point_connection(monkeypatch, server.base_url, password)
@@ -516,7 +344,7 @@ def test_a_key_that_cannot_be_a_header_is_refused_before_any_request(serve, monk
     assert server.count() == 0
 
 
-@pytest.mark.parametrize("password", [" ", " \n\t ", "\r\n"])
+@pytest.mark.parametrize("password", [*hostile.BLANK_KEYS, "\r\n"])
 def test_a_whitespace_only_key_is_no_key(serve, monkeypatch, password):
     server = serve(key_recorder)
     point_connection(monkeypatch, server.base_url, password)
@@ -527,23 +355,20 @@ def test_a_whitespace_only_key_is_no_key(serve, monkeypatch, password):
 
 # --------------------------------------------------------------------------- 6. progress must be finite
 
-NOT_FINITE = ["Infinity", "-Infinity", "NaN", "1e999", '"inf"', '"1e999"', '"1_0_0"', r'"\u0661\u0660\u0660"']
-READABLE = {'"42%"': 42.0, "42": 42.0, '" 42.5 "': 42.5}
 
-
-@pytest.mark.parametrize("raw", NOT_FINITE)
+@pytest.mark.parametrize("raw", hostile.NOT_FINITE)
 def test_a_progress_that_is_not_a_finite_number_is_refused(serve, monkeypatch, raw):
-    progress_server(serve, monkeypatch, b'{"progressValue": ' + raw.encode() + b"}")
+    progress_server(serve, monkeypatch, hostile.progress_json(raw))
     with make_hook() as hook, pytest.raises(ContentExporterProtocolError, match="not a finite number"):
         hook.get_export_progress(HASH)
 
 
-@pytest.mark.parametrize("raw", list(READABLE))
+@pytest.mark.parametrize("raw", list(hostile.READABLE))
 def test_a_progress_with_a_percent_sign_or_spaces_is_read(serve, monkeypatch, raw):
-    progress_server(serve, monkeypatch, b'{"progressValue": ' + raw.encode() + b"}")
+    progress_server(serve, monkeypatch, hostile.progress_json(raw))
     with make_hook() as hook:
         progress = hook.get_export_progress(HASH)
-    assert progress.progress == READABLE[raw] and not progress.is_complete and not progress.is_failed
+    assert progress.progress == hostile.READABLE[raw] and not progress.is_complete and not progress.is_failed
 
 
 # --------------------------------------------------------------------------- 7. download Content-Encoding
@@ -553,8 +378,8 @@ PDF = b"%PDF-1.7\n" + FILE
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate"])
 def test_a_download_sent_with_content_encoding_is_saved_decoded(serve, monkeypatch, tmp_path, coding):
-    wire = compress(PDF, coding)
-    server = serve(answering(wire, {"Content-Type": "application/pdf", "Content-Encoding": coding}))
+    wire = hostile.compress(PDF, coding)
+    server = serve(hostile.answering(wire, {"Content-Type": "application/pdf", "Content-Encoding": coding}))
     point_connection(monkeypatch, server.base_url)
     with make_hook() as hook:
         result = hook.download_export(HASH, tmp_path / "export.pdf")
@@ -564,8 +389,8 @@ def test_a_download_sent_with_content_encoding_is_saved_decoded(serve, monkeypat
 
 
 def test_a_gzip_file_sent_with_gzip_encoding_is_saved_as_sent(serve, monkeypatch, tmp_path):
-    wire = compress(PDF, "gzip")
-    server = serve(answering(wire, {"Content-Type": "application/gzip", "Content-Encoding": "gzip"}))
+    wire = hostile.compress(PDF, "gzip")
+    server = serve(hostile.answering(wire, {"Content-Type": "application/gzip", "Content-Encoding": "gzip"}))
     point_connection(monkeypatch, server.base_url)
     with make_hook() as hook:
         result = hook.download_export(HASH, tmp_path / "export.pdf.gz")
