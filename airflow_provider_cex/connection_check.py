@@ -8,6 +8,8 @@ without the key tells a guarded endpoint (401/403) from a path where nothing liv
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from airflow_provider_cex.core import DESCRIPTOR_COMMAND, path_origin
@@ -21,6 +23,28 @@ PROBE_PAGE_ID = "0"
 
 _GUARDED = (401, 403)
 _FIX_PATHS = {False: "That path is probably wrong:", True: "Those paths are probably wrong:"}
+
+
+def tested_under_a_made_up_id(conn_id: str) -> bool:
+    """Whether Airflow is testing an unsaved connection under an id it made up (the UI's and REST's Test
+    Connection: ``AIRFLOW_CONN_<8 random characters>`` set for the test), not the user's own id."""
+    return bool(re.fullmatch(r"[A-Za-z0-9]{8}", conn_id)) and f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
+
+
+def for_test_connection(message: str, conn_id: str) -> str:
+    """A message written for tasks, said as Test Connection must say it.
+
+    The UI's and REST's test runs on the API server (the webserver on Airflow 2.11), not on a worker, and
+    under a made-up connection id: the message says "this connection" and names the server. The CLI
+    (``airflow connections test <id>``) runs where it is typed, under the real id: "this machine".
+    """
+    if tested_under_a_made_up_id(conn_id):
+        message = message.replace(f"Connection {conn_id!r}", "This connection")
+        message = message.replace(f"connection {conn_id!r}", "this connection")
+        where = "the Airflow API server (the webserver on Airflow 2.11), where Test Connection runs"
+    else:
+        where = "this machine"
+    return message.replace("this worker", where)
 
 
 @dataclass(frozen=True)

@@ -363,11 +363,21 @@ class ContentExporterHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Check what can be checked without starting an export, and say no more than that.
 
+        Messages name the connection, or say "this connection" when Airflow tests it under a made-up id,
+        and name the machine the test runs on
+        (:func:`~airflow_provider_cex.connection_check.for_test_connection`).
+
         Three requests, no retries: the progress of a made-up hash with the key (401/403: the key
         was rejected), the same without the key, and a keyless POST to the start path (which cannot
         start an export). 401/403 without the key shows an endpoint lives at a path; 404 shows
         nothing does, so the path is probably wrong. See :mod:`airflow_provider_cex.connection_check`.
         """
+        from airflow_provider_cex.connection_check import for_test_connection
+
+        ok, message = self._test_connection()
+        return ok, for_test_connection(message, self.content_exporter_conn_id)
+
+    def _test_connection(self) -> tuple[bool, str]:
         from airflow_provider_cex.connection_check import PROBE_HASH, PROBE_PAGE_ID, ProbeAnswers, verdict
 
         try:

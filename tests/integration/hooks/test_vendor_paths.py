@@ -163,3 +163,44 @@ def test_test_connection_with_a_wrong_key_says_the_key_was_rejected(emulator, mo
 
 
 # The server-down branch: test_hook.py::test_test_connection_tells_an_unreachable_host.
+
+
+def _test_as_airflows_ui_does(base_url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[bool, str, str]:
+    """Test Connection as Airflow's UI and REST API run it: an unsaved connection under a made-up id, exported
+    as ``AIRFLOW_CONN_<ID>`` for the test (``airflow.api_fastapi...connections.test_connection``, and 2.11's
+    ``connection_endpoint.test_connection``)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.strings import get_random_string
+
+    transient = get_random_string()
+    conn = Connection(conn_id=transient, conn_type="content_exporter", host=base_url, password=API_KEY)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{transient.upper()}", conn.get_uri())
+    ok, message = conn.test_connection()
+    return ok, message, transient
+
+
+def test_test_connection_from_the_ui_says_this_connection_not_the_id_airflow_made_up(monkeypatch):
+    with run_emulator(api_key=API_KEY, export_seconds=0, endpoints=ELSEWHERE) as emu:
+        ok, message, transient = _test_as_airflows_ui_does(emu.base_url, monkeypatch)
+    assert not ok, message
+    assert "'endpoints' extra of this connection" in message
+    assert transient not in message
+
+
+def test_test_connection_from_the_ui_says_it_runs_on_the_api_server(monkeypatch):
+    ok, message, transient = _test_as_airflows_ui_does("http://127.0.0.1:9", monkeypatch)  # nothing listens
+    assert not ok, message
+    assert "the Airflow API server (the webserver on Airflow 2.11), where Test Connection runs" in message
+    assert "worker" not in message and transient not in message
+
+
+def test_test_connection_from_the_cli_names_the_connection_and_this_machine(monkeypatch):
+    """``airflow connections test <id>`` runs under the real id, on the machine it is typed on."""
+    monkeypatch.setenv(CONN_ENV, connection_json("http://127.0.0.1:9"))
+    ok, message = make_hook().test_connection()
+    assert not ok, message
+    assert "this machine can reach it" in message and "worker" not in message
+    with run_emulator(api_key=API_KEY, export_seconds=0, endpoints=ELSEWHERE) as emu:
+        monkeypatch.setenv(CONN_ENV, connection_json(emu.base_url))
+        ok, message = make_hook().test_connection()
+    assert not ok and "'endpoints' extra of connection 'content_exporter_default'" in message
