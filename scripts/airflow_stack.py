@@ -16,7 +16,8 @@ DB (Airflow 3 runs the LocalExecutor on SQLite), the simple auth manager with on
 (``admin``/``admin`` by default, from a passwords file written here), the connection
 ``content_exporter_default`` created in the metadata DB with ``airflow connections add`` (so the
 UI lists it), the Variable ``cex_output_dir`` (``<AIRFLOW_HOME>/exports``), and connection testing
-enabled (the form's "Test" button calls the hook's ``test_connection()``).
+enabled (the form's "Test" button calls the hook's ``test_connection()``). The emulator fails every
+export of page :data:`FAILING_PAGE_ID`: a failed export to look at in the UI.
 
 Run ``python scripts/airflow_stack.py`` (or ``make airflow``): it prints the UI URL and the login,
 and stops everything it started on Ctrl-C or SIGTERM (exit 0). Nothing is run by
@@ -69,6 +70,8 @@ STACK_MARKER_ENV = "CEX_AIRFLOW_STACK_ID"
 
 
 _print_flushed = functools.partial(print, flush=True)
+#: The emulator of the stack fails every export of this page, so the UI can show a failed export.
+FAILING_PAGE_ID = "666"
 
 
 class StackError(RuntimeError):
@@ -424,7 +427,9 @@ def airflow_stack(
     def log(message: str) -> None:
         outer_log(f"[{time.monotonic() - started:5.1f} s] {message}")
 
-    with run_emulator(api_key=api_key, export_seconds=export_seconds) as emulator:
+    with run_emulator(
+        api_key=api_key, export_seconds=export_seconds, fail_page_ids=[FAILING_PAGE_ID]
+    ) as emulator:
         try:
             log(f"Emulator of the Content Exporter Remote API at {emulator.base_url}")
             log(f"Migrating the metadata DB (SQLite) in {home} ...")
@@ -515,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"Logs:         {stack.airflow_home / 'components'}, task logs in "
                 f"{stack.airflow_home / 'logs'}\n"
                 "Unpause and trigger example_content_exporter (or its _deferrable variant) in the UI.\n"
+                f'A failure to look at: trigger one with page_id {FAILING_PAGE_ID} ("Trigger" with params):'
+                " the emulator fails every export of that page, as a page that cannot be rendered would.\n"
                 "Ctrl-C stops everything.",
                 flush=True,
             )
