@@ -1,4 +1,4 @@
-"""Export one Confluence page tree to PDF every day and save it under ``<output dir>/<ds>/``.
+"""Export one Confluence page tree to PDF every day and save it under ``<output dir>/<YYYY-MM-DD>/``.
 
 Shows the three steps of the Remote API as three tasks: the start operator returns the
 export hash, passed by XComArg (``start.output``) to a sensor that waits in reschedule mode
@@ -7,7 +7,8 @@ configuration is ``profiles/pdf.json`` beside this file, in the vendor's shape (
 margins, unit), rendered with Jinja (the paper size comes from the ``page_size`` param).
 
 The page id is a DAG param; the output folder is the Airflow Variable ``cex_output_dir``
-(default ``exports``).
+(default ``exports``). The date folder is the run's logical date, or the day it was triggered for a
+run without one (on Airflow 3, a run triggered from the CLI or REST without a logical date, or by an asset).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ with DAG(
     download = ContentExporterDownloadExportOperator(
         task_id="download_export",
         export_hash=start.output,
-        output_path="{{ var.value.get('cex_output_dir', 'exports') }}/{{ ds }}/",
+        output_path=(
+            "{{ var.value.get('cex_output_dir', 'exports') }}/"
+            # The run's date: its logical date, or the day it was triggered (run_after) when it
+            # has none (Airflow 3 runs triggered from the CLI or REST without one, or by an asset).
+            "{{ (dag_run.logical_date or dag_run.run_after) | ds }}/"
+        ),
     )
     wait >> download

@@ -12,7 +12,8 @@ exports for a fraction of a millisecond of CPU each. For a handful of exports, o
 no triggerer, keep reschedule mode (``example_content_exporter``).
 
 The page id is a DAG param; the output folder is the Airflow Variable ``cex_output_dir``
-(default ``exports``); the file lands at ``<cex_output_dir>/<ds>/page-<page_id>.pdf``.
+(default ``exports``); the file lands at ``<cex_output_dir>/<YYYY-MM-DD>/page-<page_id>.pdf``, the
+date being the run's logical date, or the day it was triggered for a run without one.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ with DAG(
     download = ContentExporterDownloadExportOperator(
         task_id="download_export",
         export_hash=start.output,
-        output_path="{{ var.value.get('cex_output_dir', 'exports') }}/{{ ds }}/",
+        output_path=(
+            "{{ var.value.get('cex_output_dir', 'exports') }}/"
+            # The run's date: its logical date, or the day it was triggered (run_after) when it
+            # has none (Airflow 3 runs triggered from the CLI or REST without one, or by an asset).
+            "{{ (dag_run.logical_date or dag_run.run_after) | ds }}/"
+        ),
     )
     wait >> download

@@ -2,7 +2,8 @@
 
 ``ContentExporterExportOperator`` starts the export, waits until it reaches 100 % (in the worker
 here; ``deferrable=True`` waits in the triggerer instead) and downloads the file to
-``<cex_output_dir>/<ds>/``. On Airflow 3.3 a retry reconnects to the export the failed try
+``<cex_output_dir>/<YYYY-MM-DD>/`` (the run's logical date, or the day it was triggered for a run
+without one). On Airflow 3.3 a retry reconnects to the export the failed try
 started instead of starting a second one.
 """
 
@@ -32,7 +33,12 @@ with DAG(
         task_id="export_page_tree",
         page_id="{{ params.page_id }}",
         export_body="profiles/pdf.json",
-        output_path="{{ var.value.get('cex_output_dir', 'exports') }}/{{ ds }}/",
+        output_path=(
+            "{{ var.value.get('cex_output_dir', 'exports') }}/"
+            # The run's date: its logical date, or the day it was triggered (run_after) when it
+            # has none (Airflow 3 runs triggered from the CLI or REST without one, or by an asset).
+            "{{ (dag_run.logical_date or dag_run.run_after) | ds }}/"
+        ),
         poll_interval=10,
         timeout=timedelta(hours=2).total_seconds(),
     )
