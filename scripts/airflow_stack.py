@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"REST API:     {stack.api_url}/api/v2  (JWT: POST {stack.api_url}/auth/token)\n"
                 f"Emulator:     {stack.emulator_url}  (connection {CONN_ID}, exports take "
                 f"{args.export_seconds:g} s)\n"
-                f"Exports land: {stack.output_dir}/<ds>/  (Variable cex_output_dir)\n"
+                f"Exports land: {stack.output_dir}/<YYYY-MM-DD>/  (Variable cex_output_dir)\n"
                 f"Logs:         {stack.airflow_home / 'components'}, task logs in "
                 f"{stack.airflow_home / 'logs'}\n"
                 "Unpause and trigger example_content_exporter (or its _deferrable variant) in the UI.\n"
