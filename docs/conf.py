@@ -57,7 +57,7 @@ suppress_warnings = ["autoapi.python_import_resolution"]
 # library's. Those, and only those, are ignored; a reference into this package that does not resolve fails.
 nitpick_ignore_regex = [
     (r"py:.*", r"(airflow|requests|urllib3)\..+"),
-    (r"py:.*", r"(collections\.abc|datetime|os|random|socket|ssl|tempfile)\..+"),
+    (r"py:.*", r"(collections\.abc|datetime|enum|os|random|socket|ssl|tempfile)\..+"),
 ]
 
 html_theme = "furo"

@@ -274,7 +274,8 @@ class ContentExporterHook(BaseHook):
                 f"{err} The service accepted the request, so the export may be running: "
                 f"{START_UNCERTAIN_ADVICE}"
             ) from None
-        self.log.info("Started Content Exporter export of page %s: hash %s", page, export_hash)
+        # The operators log the start once, page first, with its link (airflow_provider_cex.progress).
+        self.log.debug("Started Content Exporter export of page %s: hash %s", page, export_hash)
         return export_hash
 
     def get_export_progress(self, export_hash: str) -> ExportProgress:
@@ -347,7 +348,7 @@ class ContentExporterHook(BaseHook):
             content_type=content_type,
             filename=os.path.basename(target),
         )
-        self.log.info(
+        self.log.debug(
             "Downloaded export %s to %s (%d bytes, sha256 %s)", export_hash, result.path, size, digest
         )
         if report_lineage:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ CONFLUENCE_PAGE_XCOM_KEY = "confluence_page_url"
 
 
 class ConfluencePageLink(BaseOperatorLink):
-    """ "Confluence page" button on the start task: read from XCom, so the UI never calls the API."""
+    """ "Confluence page" button of the tasks that know the page: read from XCom, never from the API."""
 
     name = "Confluence page"
 
@@ -41,6 +42,59 @@ class ConfluencePageLink(BaseOperatorLink):
         from airflow.providers.common.compat.sdk import XCom
 
         return XCom.get_value(key=CONFLUENCE_PAGE_XCOM_KEY, ti_key=ti_key) or ""
+
+
+def push_page_link(context: Context, confluence_url: str | None, page_id: str) -> str | None:
+    """Push the page's Confluence URL for the "Confluence page" link now, while the task runs; return it.
+
+    Airflow 2.11's UI calls :meth:`ConfluencePageLink.get_link`, which reads ``confluence_page_url``. Airflow
+    3's UI reads the link's own XCom (``_link_ConfluencePageLink``), which the task runner writes only when
+    the task ends: pushed here too, the button works from the moment the export starts. Nothing is pushed
+    without the connection's ``confluence_url`` extra.
+    """
+    if not confluence_url:
+        return None
+    from airflow_provider_cex.protocol import confluence_page_url
+
+    url = confluence_page_url(confluence_url, page_id)
+    ti = context["ti"]
+    ti.xcom_push(key=CONFLUENCE_PAGE_XCOM_KEY, value=url)
+    link_key = getattr(ConfluencePageLink(), "xcom_key", None)  # Airflow 3 only
+    if link_key:
+        ti.xcom_push(key=link_key, value=url)
+    return url
+
+
+def start_record(task: Any, task_instance: Any, export_hash: str) -> dict[str, Any] | None:
+    """What the start task upstream of ``task`` recorded for ``export_hash`` (XCom ``export_page``), if any:
+    ``{"export_hash", "page_id", "started_at"}`` (``started_at`` a Unix time; older records have none).
+    """
+    from airflow_provider_cex.lineage import EXPORT_PAGE_XCOM_KEY
+    from airflow_provider_cex.progress import timestamp
+
+    if task_instance is None:
+        return None
+    try:
+        upstream = task.get_flat_relatives(upstream=True)
+    except Exception:
+        return None
+    for other in upstream:
+        if not isinstance(other, StartsExport) or isinstance(other, SavesExport):
+            continue
+        task_id = getattr(other, "task_id", None)
+        try:
+            pulled = task_instance.xcom_pull(task_ids=task_id, key=EXPORT_PAGE_XCOM_KEY)
+        except Exception:  # the page is for the log line and the link only
+            continue
+        for record in pulled if isinstance(pulled, list) else [pulled]:
+            if isinstance(record, dict) and record.get("export_hash") == export_hash:
+                page_id = record.get("page_id")
+                return {
+                    "export_hash": export_hash,
+                    "page_id": None if page_id in (None, "") else str(page_id),
+                    "started_at": timestamp(record.get("started_at")),
+                }
+    return None
 
 
 def is_templated(value: Any) -> bool:
@@ -100,13 +154,14 @@ def _is_asset_alias(outlet: Any) -> bool:
 
 
 class StartsExport:
-    """What both operators that start an export do: validate, push the Confluence link, start once.
+    """What both operators that start an export do: validate, start once, log it once, push the link.
 
     Expects ``task_id``, ``page_id``, ``export_body``, ``_export_body_source`` and
     ``content_exporter_conn_id`` on the operator.
     """
 
     _page_namespace: str | None = None  # set when the export starts, for lineage
+    _started_at: float | None = None  # Unix time the export was started by this process
 
     def _validated_page_id(self) -> str:
         from airflow_provider_cex.protocol import validate_page_id
@@ -130,18 +185,30 @@ class StartsExport:
 
             # Where the page lives, for lineage: read now; the listener's forked child must not read it.
             self._page_namespace = page_namespace(hook.settings)
-            if hook.settings.confluence_url:
-                from airflow_provider_cex.protocol import confluence_page_url
-
-                url = confluence_page_url(hook.settings.confluence_url, page_id)
-                context["ti"].xcom_push(key=CONFLUENCE_PAGE_XCOM_KEY, value=url)
+            # Pushed before the export starts: the UI shows the link while the task runs.
+            url = push_page_link(context, hook.settings.confluence_url, page_id)
+            started_at = time.time()
             try:
                 export_hash = hook.start_export(page_id, body)
             except ContentExporterStartUncertainError as err:
                 # An Airflow retry could start a second export of the same tree: fail for good instead.
                 raise AirflowFailException(f"{op.task_id}: {err}") from None
-        op.log.info("Started an export of Confluence page %s: hash %s", page_id, export_hash)
+        from airflow_provider_cex.progress import ExportWatch
+
+        self._started_at = started_at
+        op.log.info("%s", ExportWatch(export_hash, page_id=page_id).started_line(url))
         return export_hash
+
+    def _push_export_page(self, context: Context, export_hash: str) -> None:
+        """Which page this hash belongs to and when it started: for the sensor's and download's lines,
+        links and lineage (XCom ``export_page``)."""
+        from airflow_provider_cex.lineage import EXPORT_PAGE_XCOM_KEY
+        from airflow_provider_cex.progress import iso
+
+        page: dict[str, Any] = {"export_hash": export_hash, "page_id": self._validated_page_id()}
+        if self._started_at is not None:
+            page["started_at"] = iso(self._started_at)
+        context["ti"].xcom_push(key=EXPORT_PAGE_XCOM_KEY, value=page)
 
 
 class ContentExporterStartExportOperator(StartsExport, BaseOperator):
@@ -190,11 +257,7 @@ class ContentExporterStartExportOperator(StartsExport, BaseOperator):
 
     def execute(self, context: Context) -> str:
         export_hash = self._start_export(context)
-        from airflow_provider_cex.lineage import EXPORT_PAGE_XCOM_KEY
-
-        # Which page this hash belongs to, for the download task's lineage.
-        page = {"export_hash": export_hash, "page_id": self._validated_page_id()}
-        context["ti"].xcom_push(key=EXPORT_PAGE_XCOM_KEY, value=page)
+        self._push_export_page(context, export_hash)
         return export_hash
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -222,13 +285,13 @@ class SavesExport:
         Read here, while the task runs: OpenLineage's listener calls the facets method in a forked
         process where XCom reads can hang. The one-task operator knows its page and overrides this.
         """
-        from airflow_provider_cex.lineage import page_of
-
-        return page_of(self, context["ti"], export_hash)
+        record = start_record(self, context.get("ti"), export_hash)
+        return record["page_id"] if record else None
 
     def _save_export(self, export_hash: str, output: str, context: Context) -> str:
         from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
         from airflow_provider_cex.operators.destinations import require_output_connection, save_export
+        from airflow_provider_cex.progress import ExportWatch
 
         op: Any = self
         try:
@@ -238,6 +301,9 @@ class SavesExport:
         self._hook = ContentExporterHook(content_exporter_conn_id=op.content_exporter_conn_id)
         try:
             with self._hook as hook:
+                page_id = self._page_id_for_lineage(export_hash, context)
+                if page_id:
+                    push_page_link(context, hook.settings.confluence_url, page_id)
                 final, meta = save_export(
                     hook,
                     export_hash,
@@ -246,10 +312,10 @@ class SavesExport:
                     output_conn_id=op.output_conn_id,
                     fsync=op.fsync,
                     log=op.log,
+                    watch=ExportWatch(export_hash, page_id=page_id),
                 )
                 from airflow_provider_cex.lineage import describe
 
-                page_id = self._page_id_for_lineage(export_hash, context)
                 self._export_lineage = describe(hook.settings, page_id, export_hash, meta)
         except FileExistsError as err:
             raise AirflowFailException(f"{op.task_id}: {err}") from None
@@ -278,8 +344,10 @@ class ContentExporterDownloadExportOperator(SavesExport, BaseOperator):
     Download a finished export's file to a local path or to object storage, never leaving a partial file.
 
     Returns the final path or URL (XCom ``return_value``) and pushes ``{"path", "filename",
-    "size_bytes", "sha256", "content_type"}`` under the XCom key ``export_file``. When the task
-    has Asset ``outlets``, the same size and sha256 go into the asset event's ``extra``.
+    "size_bytes", "sha256", "content_type", "replaced"}`` under the XCom key ``export_file``
+    (``replaced``: ``{"size_bytes": N}`` of the file the download replaced, else ``None``). When the task
+    has Asset ``outlets``, the same size and sha256 go into the asset event's ``extra``. When the start
+    task upstream recorded the page, the log names it and the task gets the "Confluence page" link.
 
     :param export_hash: the hash returned by :class:`ContentExporterStartExportOperator`. Templated.
     :param output_path: where the file goes. Templated. A local path or ``file://`` URL: the
@@ -305,6 +373,7 @@ class ContentExporterDownloadExportOperator(SavesExport, BaseOperator):
         "output_conn_id",
     )
     ui_color = "#e8f5e9"
+    operator_extra_links = (ConfluencePageLink(),)
 
     def __init__(
         self,

@@ -10,15 +10,17 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import stat
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_cex.exceptions import ContentExporterError
-from airflow_provider_cex.files import exists_message
+from airflow_provider_cex.files import exists_message, is_folder
 
 if TYPE_CHECKING:
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+    from airflow_provider_cex.progress import ExportWatch
 
 MIB = 1 << 20
 S3_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
@@ -90,25 +92,49 @@ def save_export(
     output_conn_id: str | None,
     fsync: bool,
     log: Any,
+    watch: ExportWatch | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Download ``export_hash`` to ``output``; return the final path or URL and the XCom metadata."""
+    """Download ``export_hash`` to ``output``; return the final path or URL and the XCom metadata.
+
+    Logs one line when the file landed (``watch`` names the page): where, size, time, speed, sha256, and the
+    size of the file it replaced, if any. The metadata's ``replaced`` is ``{"size_bytes": N}`` or None.
+    """
+    from airflow_provider_cex.progress import ExportWatch
+
+    watch = watch or ExportWatch(export_hash)
     started = time.monotonic()
     if is_object_storage(output):
-        final, meta = _save_to_object_storage(hook, export_hash, output, overwrite, output_conn_id, log)
+        final, meta, replaced = _save_to_object_storage(
+            hook, export_hash, output, overwrite, output_conn_id, log
+        )
     else:
-        result = hook.download_export(export_hash, local_path(output), overwrite=overwrite, durable=fsync)
+        destination = local_path(output)
+        before = _sizes_before(destination)
+        result = hook.download_export(export_hash, destination, overwrite=overwrite, durable=fsync)
         final, meta = result.path, dataclasses.asdict(result)
-    elapsed = max(time.monotonic() - started, 1e-6)
-    log.info(
-        "Saved export %s to %s: %.1f MB in %.2f s (%.1f MB/s), sha256 %s",
-        export_hash,
-        final,
-        meta["size_bytes"] / 1e6,
-        elapsed,
-        meta["size_bytes"] / 1e6 / elapsed,
-        meta["sha256"],
-    )
+        replaced = before.get(os.path.basename(result.path))
+    elapsed = time.monotonic() - started
+    meta["replaced"] = None if replaced is None else {"size_bytes": replaced}
+    log.info("%s", watch.saved_line(final, meta["size_bytes"], elapsed, meta["sha256"], replaced))
     return final, meta
+
+
+def _sizes_before(destination: str) -> dict[str, int]:
+    """Sizes of the regular files the download may replace, by name: the file ``destination`` names, or
+    every file in a folder destination (the server names the file only once the download starts).
+
+    Read before the download: afterwards the old file is gone (the new one is renamed over it).
+    """
+    try:
+        if not is_folder(destination):
+            info = os.stat(destination)
+            return {os.path.basename(destination): info.st_size} if stat.S_ISREG(info.st_mode) else {}
+        with os.scandir(destination) as entries:
+            return {
+                entry.name: entry.stat().st_size for entry in entries if entry.is_file(follow_symlinks=True)
+            }
+    except OSError:  # nothing there yet, or a folder not created yet: nothing to replace
+        return {}
 
 
 def _save_to_object_storage(
@@ -118,7 +144,7 @@ def _save_to_object_storage(
     overwrite: bool,
     output_conn_id: str | None,
     log: Any,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any], int | None]:
     """Download to a local temp folder, then upload; a failed upload leaves no object behind."""
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -132,6 +158,7 @@ def _save_to_object_storage(
         final = target / result.filename if as_folder else target
         if not overwrite and final.exists():
             raise FileExistsError(exists_message(str(final)))
+        replaced = _object_size(final) if overwrite else None
         options = upload_options(final.protocol, result.size_bytes, result.content_type)
         try:
             _upload(result.path, final, options, log)
@@ -139,7 +166,19 @@ def _save_to_object_storage(
             raise ContentExporterError(upload_failure_message(err, final, output_conn_id)) from err
     meta = dataclasses.asdict(result)
     meta["path"] = url = _display_url(final)  # as the user wrote it: asset URIs and lineage match it
-    return url, meta
+    return url, meta, replaced
+
+
+def _object_size(path: Any) -> int | None:
+    """The size of the object the upload will replace, or None when there is none (or it cannot be read)."""
+    try:
+        if not path.exists():
+            return None
+        info = path.stat()
+        size = info.get("size") if isinstance(info, dict) else getattr(info, "st_size", None)
+        return int(size) if size is not None else None
+    except Exception:  # a report only: never a reason to fail the upload
+        return None
 
 
 def upload_options(protocol: str, size: int, content_type: str | None) -> dict[str, Any]:

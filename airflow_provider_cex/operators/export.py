@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+    from airflow_provider_cex.progress import ExportWatch
+    from airflow_provider_cex.protocol import ExportProgress
 
 #: The mixin's stand-in below Airflow 3.3 has no task_state_store: every try starts a new export there.
 _CAN_RESUME = not ResumableJobMixin.__module__.endswith("_resumable_job_mixin")
@@ -126,6 +128,7 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
         self.content_exporter_conn_id = content_exporter_conn_id
         self._export_body_source = export_body if isinstance(export_body, str) else None
         self._result: tuple[str, str] | None = None  # (export hash, final path) once downloaded
+        self._started_hash: str | None = None  # the export this try started (at self._started_at)
         if isinstance(page_id, (str, int)) and not is_templated(page_id):
             from airflow_provider_cex.protocol import validate_page_id
 
@@ -154,46 +157,52 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
         return self.execute_resumable(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume after the trigger fired: download on a worker, or fail/skip as the sensor would."""
-        from airflow_provider_cex.triggers.events import raise_for_event
+        """Resume after the trigger fired: say so in one sentence and download on a worker, or fail/skip
+        as the sensor would."""
+        from airflow_provider_cex.triggers.events import raise_for_event, watch_of
 
         done = raise_for_event(event, soft_fail=self.soft_fail)
-        return self._download(str(done["export_hash"]), context)
+        export_hash = str(done["export_hash"])
+        self.log.info("%s", watch_of(done, export_hash).line())
+        return self._download(export_hash, context)
 
     # ------------------------------------------------------------------ ResumableJobMixin
 
     def submit_job(self, context: Context) -> str:
         export_hash = self._start_export(context)
+        self._started_hash = export_hash
         context["ti"].xcom_push(key="export_hash", value=export_hash)
         return export_hash
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         from airflow_provider_cex.exceptions import ContentExporterNotFoundError
+        from airflow_provider_cex.operators.content_exporter import push_page_link
+        from airflow_provider_cex.progress import percent
 
         export_hash = str(external_id)
+        watch = self._watch(export_hash)
         with self._new_hook() as hook:
             try:
                 progress = hook.get_export_progress(export_hash)
             except ContentExporterNotFoundError:
-                self.log.warning(
-                    "Export %s from an earlier try is unknown to the service now: starting a new one.",
-                    export_hash,
-                )
+                gone = "the export of an earlier try is unknown to the service now: starting a new one"
+                self.log.warning("%s", watch.say(gone))
                 return GONE
+            if not progress.is_failed:
+                push_page_link(context, hook.settings.confluence_url, self._validated_page_id())
         if progress.is_failed:
-            self.log.warning(
-                "Export %s from an earlier try failed (%s): starting a new one.",
-                export_hash,
-                progress.message,
-            )
+            failed = f"the export of an earlier try failed ({progress.message}): starting a new one"
+            self.log.warning("%s", watch.say(failed))
             return FAILED
         context["ti"].xcom_push(key="export_hash", value=export_hash)
         state = DONE if progress.is_complete else RUNNING
+        doing = "downloading it" if state == DONE else "reconnecting to it"
         self.log.info(
-            "Export %s from an earlier try is at %g%%: %s instead of starting a new one.",
-            export_hash,
-            progress.progress,
-            "downloading it" if state == DONE else "reconnecting to it",
+            "%s",
+            watch.say(
+                f"the export of an earlier try is at {percent(progress.progress)}: {doing} instead of "
+                "starting a new one"
+            ),
         )
         return state
 
@@ -210,35 +219,36 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
         mixin returns this method's value as the task's result, without calling ``get_job_result``.
         """
         export_hash = str(external_id)
+        watch = self._watch(export_hash)
         if self.deferrable:
-            self._defer(export_hash)
+            self._defer(watch)
         from airflow_provider_cex.exceptions import ContentExporterTransientError
+        from airflow_provider_cex.progress import Step, next_step
 
         deadline = time.monotonic() + self.timeout
         with self._new_hook() as hook:
             while True:
+                reading: ExportProgress | None = None
                 try:
-                    progress = hook.get_export_progress(export_hash)
+                    reading = hook.get_export_progress(export_hash)
                 except ContentExporterTransientError as err:  # an outage shorter than the timeout
-                    self.log.warning(
-                        "export %s: progress unavailable, will check again: %s", export_hash, err
-                    )
+                    self.log.warning("%s", watch.unavailable_line(err))
                 else:
-                    if progress.is_failed:
-                        self._fail_export(export_hash, progress.message)
-                    self.log.info("export %s: %g%%", export_hash, progress.progress)
-                    if progress.is_complete:
-                        break
-                if time.monotonic() >= deadline:
+                    watch.observe(reading.progress)
+                step = next_step(reading, past_deadline=time.monotonic() >= deadline)
+                if step is Step.FAILED and reading is not None:
+                    self._fail_export(watch, reading.message)
+                if reading is not None:
+                    self.log.info("%s", watch.line())
+                if step is Step.DONE:
+                    break
+                if step is Step.TIMED_OUT:
                     from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
                     from airflow_provider_cex.triggers.events import skip_or_raise
 
                     skip_or_raise(
-                        AirflowSensorTimeout(
-                            f"{self.task_id}: export {export_hash} did not reach 100% within "
-                            f"{self.timeout:g} s."
-                        ),
+                        AirflowSensorTimeout(watch.timed_out_message(self.timeout)),
                         soft_fail=self.soft_fail,
                     )
                 time.sleep(min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
@@ -257,15 +267,25 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
 
         return ContentExporterHook(content_exporter_conn_id=self.content_exporter_conn_id)
 
-    def _defer(self, export_hash: str) -> None:
+    def _watch(self, export_hash: str) -> ExportWatch:
+        """This try's wait. Its elapsed time counts from the start when this try started the export; an
+        export of an earlier try (a reconnect) started at a time this try does not know."""
+        from airflow_provider_cex.progress import ExportWatch
+
+        started_at = self._started_at if self._started_hash == export_hash else None
+        return ExportWatch(export_hash, page_id=self._validated_page_id(), started_at=started_at)
+
+    def _defer(self, watch: ExportWatch) -> None:
         from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
 
         self.defer(
             trigger=ContentExporterExportTrigger(
-                export_hash=export_hash,
+                export_hash=watch.export_hash,
                 end_time=time.time() + self.timeout,
                 content_exporter_conn_id=self.content_exporter_conn_id,
                 poll_interval=self.poll_interval,
+                page_id=watch.page_id,
+                started_at=watch.started_at,
             ),
             method_name="execute_complete",
         )
@@ -278,7 +298,7 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
         self._result = (export_hash, final)
         return final
 
-    def _fail_export(self, export_hash: str, message: str | None) -> None:
+    def _fail_export(self, watch: ExportWatch, message: str | None) -> None:
         from airflow_provider_cex.triggers.events import export_failed, skip_or_raise
 
-        skip_or_raise(export_failed(export_hash, message), soft_fail=self.soft_fail)
+        skip_or_raise(export_failed(watch, message), soft_fail=self.soft_fail)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from airflow_provider_cex.exceptions import ContentExporterExportFailedError
+    from airflow_provider_cex.progress import ExportWatch
 
 #: Event statuses, each mapped by :func:`raise_for_event` to one outcome.
 SUCCESS, FAILED, TIMEOUT, ERROR = "success", "failed", "timeout", "error"
@@ -72,15 +73,26 @@ def skip_or_raise(error: BaseException, *, soft_fail: bool) -> NoReturn:
     raise error
 
 
-def export_failed(export_hash: str | None, message: str | None) -> ContentExporterExportFailedError:
-    """The error for an export that failed at the vendor (an ``AirflowFailException``: no task retries)."""
+def export_failed(watch: ExportWatch, message: str | None) -> ContentExporterExportFailedError:
+    """The error for an export that failed at the vendor (an ``AirflowFailException``: no task retries).
+
+    Its message names the page (when known), the progress reached, the time it took, the server's reason
+    and the hash: ``page 123456: the export failed at 40 % after 1 min 5 s: … (export cd58…)``.
+    """
     from airflow_provider_cex.exceptions import ContentExporterExportFailedError
 
     return ContentExporterExportFailedError(
-        f"Content Exporter export {export_hash} failed: {message}",
-        export_hash=export_hash,
+        watch.failed_message(message),
+        export_hash=watch.export_hash,
         server_message=message,
     )
+
+
+def watch_of(event: dict[str, Any], export_hash: str | None) -> ExportWatch:
+    """The export an event describes, with the progress it reached and when (for the task's one sentence)."""
+    from airflow_provider_cex.progress import ExportWatch
+
+    return ExportWatch.from_facts(str(event.get("export_hash") or export_hash), event)
 
 
 def _outcome(event: object, export_hash: str | None) -> dict[str, Any]:
@@ -99,7 +111,7 @@ def _outcome(event: object, export_hash: str | None) -> dict[str, Any]:
     if status == SUCCESS:
         return event
     if status == FAILED:
-        raise export_failed(export_hash, message)
-    if status == TIMEOUT:
-        raise AirflowSensorTimeout(f"Sensor has timed out: {message}")
+        raise export_failed(watch_of(event, export_hash), message)
+    if status == TIMEOUT:  # the trigger said it in full (progress.ExportWatch.timed_out_message)
+        raise AirflowSensorTimeout(message or watch_of(event, export_hash).timed_out_message())
     raise ContentExporterError(f"Content Exporter export {export_hash}: {message}")

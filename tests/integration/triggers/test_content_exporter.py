@@ -28,7 +28,12 @@ def run_trigger(trigger: ContentExporterExportTrigger, *, debug: bool = False) -
 
 def test_serialize_round_trips():
     trigger = ContentExporterExportTrigger(
-        "abc", end_time=1_900_000_000.5, content_exporter_conn_id="c", poll_interval=7
+        "abc",
+        end_time=1_900_000_000.5,
+        content_exporter_conn_id="c",
+        poll_interval=7,
+        page_id=123456,
+        started_at=1_899_999_000,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_cex.triggers.content_exporter.ContentExporterExportTrigger"
@@ -39,7 +44,21 @@ def test_serialize_round_trips():
         "end_time": 1_900_000_000.5,
         "content_exporter_conn_id": "c",
         "poll_interval": 7.0,
+        "page_id": "123456",
+        "started_at": 1_899_999_000.0,
     }
+
+
+def test_a_trigger_serialized_by_an_older_version_still_loads():
+    """Rows written before the page and the start were serialized: the trigger runs without them."""
+    old = {
+        "export_hash": "abc",
+        "end_time": 1_900_000_000.5,
+        "content_exporter_conn_id": "c",
+        "poll_interval": 7.0,
+    }
+    trigger = ContentExporterExportTrigger(**old)
+    assert (trigger.page_id, trigger.started_at) == (None, None)
 
 
 def test_fires_success_once_when_the_export_completes(served_emulator):

@@ -48,7 +48,7 @@ FAILED_EVENT = {"status": FAILED, "export_hash": HASH, "message": "Page tree too
 TIMEOUT_EVENT = {
     "status": TIMEOUT,
     "export_hash": HASH,
-    "message": f"export {HASH} was at 40%",
+    "message": f"export {HASH}: the wait timed out at 40 % after 2 h 0 min",
     "progress": 40,
 }
 #: What the trigger sends for a rejected key, an unknown hash, an unreadable answer, a long outage.
@@ -109,12 +109,12 @@ def test_a_failed_export_with_soft_fail_skips(dag, complete):
 
 
 def test_a_timeout_fails_with_a_sensor_timeout(dag, complete):
-    with pytest.raises(AirflowSensorTimeout, match="was at 40%"):
+    with pytest.raises(AirflowSensorTimeout, match="timed out at 40 %"):
         complete(sensor(dag), TIMEOUT_EVENT)
 
 
 def test_a_timeout_with_soft_fail_skips(dag, complete):
-    with pytest.raises(AirflowSkipException, match="was at 40%") as raised:
+    with pytest.raises(AirflowSkipException, match="timed out at 40 %") as raised:
         complete(sensor(dag, soft_fail=True), TIMEOUT_EVENT)
     assert isinstance(raised.value.__cause__, AirflowSensorTimeout)
 
@@ -280,7 +280,7 @@ def test_raise_for_event_returns_the_success_event():
 
 
 def test_raise_for_event_names_the_export_when_the_event_does_not():
-    with pytest.raises(ContentExporterExportFailedError, match="export fallback-hash failed"):
+    with pytest.raises(ContentExporterExportFailedError, match="export fallback-hash: the export failed"):
         raise_for_event({"status": FAILED, "message": "m"}, export_hash="fallback-hash")
 
 
