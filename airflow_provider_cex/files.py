@@ -80,7 +80,7 @@ def exists_message(where: str) -> str:
     """The one message for a destination that exists while ``overwrite=False``."""
     return (
         f"{where} already exists and overwrite=False: delete it, choose another output path "
-        "(e.g. with {{ ds }} in it), or set overwrite=True."
+        "(e.g. with the run's date in it), or set overwrite=True."
     )
 
 
