@@ -93,26 +93,3 @@ def report_hook_output(hook: Any, uri: str, size_bytes: int, sha256: str) -> Non
         )
     except Exception as err:  # lineage is a report, never a reason to fail a download
         log.debug("Hook lineage for %s not recorded: %s", uri, err)
-
-
-def page_of(task: Any, task_instance: Any, export_hash: str) -> str | None:
-    """The page an export hash belongs to, from the start task upstream of ``task`` (its XCom), if any."""
-    from airflow_provider_cex.operators.content_exporter import SavesExport, StartsExport
-
-    try:
-        upstream = task.get_flat_relatives(upstream=True)
-    except Exception:
-        return None
-    for other in upstream:
-        if not isinstance(other, StartsExport) or isinstance(other, SavesExport):
-            continue
-        task_id = getattr(other, "task_id", None)
-        try:
-            pulled = task_instance.xcom_pull(task_ids=task_id, key=EXPORT_PAGE_XCOM_KEY)
-        except Exception as err:
-            log.debug("Could not read %s's export_page XCom: %s", task_id, err)
-            continue
-        for record in pulled if isinstance(pulled, list) else [pulled]:
-            if isinstance(record, dict) and record.get("export_hash") == export_hash:
-                return str(record.get("page_id"))
-    return None
