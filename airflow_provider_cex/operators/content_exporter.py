@@ -256,6 +256,12 @@ class ContentExporterStartExportOperator(StartsExport, BaseOperator):
         return parse_export_body(self.task_id, self.export_body, self._export_body_source)
 
     def execute(self, context: Context) -> str:
+        from airflow_provider_cex.operators.destinations import check_download_outputs
+
+        try:  # a download that must fail costs no export
+            check_download_outputs(self, context, self.log)
+        except ValueError as err:
+            raise AirflowFailException(f"{self.task_id}: {err}") from None
         export_hash = self._start_export(context)
         self._push_export_page(context, export_hash)
         return export_hash

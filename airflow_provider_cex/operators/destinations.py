@@ -83,6 +83,94 @@ def require_output_connection(output: str, output_conn_id: str | None) -> None:
         ) from None
 
 
+#: Template variables that exist only in runs with a logical date (Airflow 3 runs triggered from the CLI,
+#: from REST without one, or by an asset have none of them).
+_LOGICAL_DATE_NAMES = (
+    "ds",
+    "ds_nodash",
+    "ts",
+    "ts_nodash",
+    "ts_nodash_with_tz",
+    "logical_date",
+    "execution_date",
+    "data_interval_start",
+    "data_interval_end",
+)
+RUN_DAY_TEMPLATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+
+
+def check_download_outputs(start: Any, context: Any, log: Any) -> None:
+    """Render and check, before an export starts, the ``output_path`` of each download task downstream of
+    ``start``: a template that cannot render in this run, an empty path or a missing ``output_conn_id``
+    fails the start task (``ValueError``), so no export is wasted on a download that must fail.
+
+    Only templates that depend on nothing but the run are checked: a path produced by another task (an
+    XComArg, a template that pulls XCom) or mapped over is known only when the download runs. Whether the
+    folder can be written is not checked here: the download may run on another worker, with other mounts.
+    """
+    try:
+        downstream = start.get_flat_relatives(upstream=False)
+    except Exception:  # a task outside a DAG: nothing downstream to check
+        return
+    for task in sorted(downstream, key=lambda t: str(getattr(t, "task_id", ""))):
+        fields = getattr(task, "template_fields", ())
+        if "export_hash" not in fields or "output_path" not in fields:
+            continue  # not a download task
+        partial = getattr(task, "partial_kwargs", None)  # a mapped download: only its unmapped arguments
+        source = partial if isinstance(partial, dict) else vars(task)
+        raw, conn_id = source.get("output_path"), source.get("output_conn_id")
+        if not isinstance(raw, str) or any(_reads_other_tasks(t) for t in (raw, conn_id)):
+            continue
+        try:
+            output = str(start.render_template(raw, context) or "").strip()
+            if isinstance(conn_id, str):
+                conn_id = start.render_template(conn_id, context)
+        except Exception as err:  # what the download's own rendering would raise, after the export
+            raise ValueError(_unrenderable(task.task_id, raw, err)) from None
+        if "/None/" in f"/{output}/" and _uses_logical_date(raw):  # {{ dag_run.logical_date | ds }}
+            raise ValueError(
+                f"the output_path of {task.task_id} renders as {output!r} in this run: it has no logical "
+                f"date. No export was started. {_RUN_DAY_ADVICE}"
+            )
+        if not output:
+            raise ValueError(
+                f"the output_path of {task.task_id} renders empty in this run. No export was started: "
+                "fix the template (a file path or a folder)."
+            )
+        try:
+            require_output_connection(output, conn_id if isinstance(conn_id, str) else None)
+        except LookupError as err:
+            raise ValueError(f"{task.task_id}: {err} No export was started.") from None
+        log.debug("%s will save to %s (checked before the export starts).", task.task_id, output)
+
+
+def _reads_other_tasks(template: Any) -> bool:
+    """A template whose value depends on other tasks' XComs: rendered only when the download runs."""
+    words = ("xcom_pull", "task_instance", "ti.")
+    return isinstance(template, str) and any(word in template for word in words)
+
+
+_RUN_DAY_ADVICE = (
+    "On Airflow 3 a run triggered from the CLI, from REST without a logical date, or by an asset has none: "
+    "{{ ds }} and the other date variables are undefined there. "
+    f"Use {RUN_DAY_TEMPLATE} for the run's day."
+)
+
+
+def _uses_logical_date(template: str) -> bool:
+    import re
+
+    return any(re.search(rf"\b{name}\b", template) for name in _LOGICAL_DATE_NAMES)
+
+
+def _unrenderable(task_id: str, template: str, err: BaseException) -> str:
+    reason = str(err) if str(err).startswith("'") else f"{type(err).__name__}: {err}"
+    message = f"the output_path of {task_id} cannot be rendered in this run ({reason}). No export was started"
+    if _uses_logical_date(template):
+        return f"{message}. {_RUN_DAY_ADVICE}"
+    return f"{message}: fix the template."
+
+
 def save_export(
     hook: ContentExporterHook,
     export_hash: str,

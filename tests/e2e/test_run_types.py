@@ -12,7 +12,7 @@ calls prove the template with its normal run.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +137,58 @@ def test_many_pages_mapped_task_instances_are_labelled_by_page_id(
     assert {key: label for key, label in labels.items() if key[1] >= 0} == expected
     assert labels[("page_ids", -1)] is None  # the unmapped task has no label
     assert sorted(e.page_id for e in served_emulator.exports.values()) == sorted(page_ids)
+
+
+@pytest.mark.parametrize(
+    ("output_path", "expected"),
+    [
+        pytest.param(
+            "{{ ds }}/",
+            "'ds' is undefined",
+            marks=pytest.mark.skipif(not AIRFLOW_V3, reason="Airflow 2.11 runs always have a logical date"),
+            id="ds-without-a-logical-date",
+        ),
+        pytest.param("{{ folder }}/", "'folder' is undefined", id="undefined-variable"),
+    ],
+)
+def test_a_download_path_that_cannot_render_fails_the_start_task_and_costs_no_export(
+    airflow_db, served_emulator, tmp_path, task_log, output_path, expected
+):
+    """The building blocks: the download's path is rendered by the start task, before the export starts.
+
+    Without the check the export ran to 100 % and the download then failed on its template, retrying every
+    5 minutes with the export wasted.
+    """
+    from airflow.providers.common.compat.sdk import DAG
+
+    from airflow_provider_cex.operators.content_exporter import (
+        ContentExporterDownloadExportOperator,
+        ContentExporterStartExportOperator,
+    )
+    from airflow_provider_cex.sensors.content_exporter import ContentExporterExportSensor
+
+    with DAG(
+        "cex_check_before_start",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
+    ) as dag:
+        start = ContentExporterStartExportOperator(task_id="start_export", page_id="804")
+        wait = ContentExporterExportSensor(
+            task_id="wait_for_export", export_hash=start.output, poke_interval=1
+        )
+        download = ContentExporterDownloadExportOperator(
+            task_id="download_export", export_hash=start.output, output_path=f"{tmp_path}/{output_path}"
+        )
+        wait >> download
+
+    dag_run = run_dag(dag, logical_date=None)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed", states
+    assert states["start_export"] == ("failed", 1), states  # failed for good: a retry cannot fix a template
+    assert served_emulator.counts["start_export"] == 0  # no export started, none wasted
+    assert list(tmp_path.iterdir()) == []
+    log = task_log()
+    assert f"output_path of download_export cannot be rendered in this run ({expected})" in log
+    assert "No export was started" in log
