@@ -254,7 +254,7 @@ class ExportWatch:
     def failed_message(self, server_message: str | None, at: float | None = None) -> str:
         """A failed export: the page, the progress it reached, when, the server's reason, the hash."""
         reached = "" if self.progress is None else f" at {percent(self.progress)}"
-        reason = server_message or "the service gave no reason"
+        reason = _without_failed_prefix(server_message) or "the service gave no reason"
         return f"{self.subject}: the export failed{reached}{self._after(at)}: {reason}{self.tail}"
 
     def timed_out_message(
@@ -307,3 +307,13 @@ class ExportWatch:
         progress = self.progress
         moved = progress is not None and progress >= logged[1] + LOG_EVERY_POINTS
         return moved and since >= LOG_EVERY_SECONDS
+
+
+def _without_failed_prefix(server_message: str | None) -> str | None:
+    """The server's reason without a leading "Export failed:" (the line already says the export failed)."""
+    if not server_message:
+        return server_message
+    import re
+
+    reason = re.sub(r"^\s*(the\s+)?export\s+failed\s*[:.-]\s*", "", server_message, flags=re.IGNORECASE)
+    return reason or server_message

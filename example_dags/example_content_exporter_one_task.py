@@ -21,7 +21,14 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     params={
-        "page_id": Param("123456", type="string", pattern=r"^\d+$", description="Confluence page id"),
+        "page_id": Param(
+            "123456",
+            type="string",
+            pattern=r"^\d+$",
+            description=(
+                "Confluence page id, the number in its URL (under `make airflow`, 666 gives a failed export)"
+            ),
+        ),
         "page_size": Param("A4", enum=["A4", "A3", "LETTER", "LEGAL"], description="Paper size of the PDF"),
     },
     # A retry reconnects to the export the failed try started (Airflow 3.3+), so it may come soon.

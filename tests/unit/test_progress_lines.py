@@ -195,6 +195,24 @@ def test_a_failure_names_page_progress_elapsed_reason_and_hash():
     assert w.failed_message(None).endswith(f": the service gave no reason (export {HASH})")
 
 
+@pytest.mark.parametrize(
+    ("server_message", "reason"),
+    [
+        ("Export failed: page tree could not be rendered", "page tree could not be rendered"),
+        ("export failed - timeout in renderer", "timeout in renderer"),
+        ("Export failed", "Export failed"),  # nothing else to say: kept
+        ("Rendering failed: macro error", "Rendering failed: macro error"),
+    ],
+)
+def test_a_failure_does_not_say_failed_twice(server_message, reason):
+    """Not "the export failed at 40 %: Export failed: ..." (the server's own prefix is dropped)."""
+    w = watch()
+    w.observe(40, T0 + 65)
+    assert w.failed_message(server_message) == (
+        f"page 123456: the export failed at 40 % after 1 min 5 s: {reason} (export {HASH})"
+    )
+
+
 def test_a_timeout_names_page_progress_elapsed_limit_and_hash():
     w = watch()
     w.observe(40, T0 + 7260)
