@@ -156,19 +156,40 @@ class Stack:
     # ------------------------------------------------------------------ REST helpers used by tests
 
     def trigger(
-        self, dag_id: str, *, logical_date: str, conf: dict[str, Any], run_id: str | None = None
+        self, dag_id: str, *, logical_date: str | None, conf: dict[str, Any], run_id: str | None = None
     ) -> str:
-        """Unpause ``dag_id`` and trigger a run; return its run id."""
+        """Unpause ``dag_id`` and trigger a run (``logical_date=None``: a run without one); return its run id.
+
+        The stack's SQLite metadata DB can be locked by another writer for longer than its 5 s busy timeout
+        (Airflow answers HTTP 500 "Database error"): the stack's limit, not the provider's. The request is
+        then sent again, after checking that the run was not created (never a second run).
+        """
+        url = f"{self.api_url}/api/v2/dags/{dag_id}"
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": conf}
+        if run_id:
+            body["dag_run_id"] = run_id
         with self.session() as http:
-            unpause = {"is_paused": False}
-            http.patch(f"{self.api_url}/api/v2/dags/{dag_id}", json=unpause, timeout=30).raise_for_status()
-            body: dict[str, Any] = {"logical_date": logical_date, "conf": conf}
-            if run_id:
-                body["dag_run_id"] = run_id
-            answer = http.post(f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=30)
+            runs_before = self._run_ids(http, url)
+            for _attempt in range(5):
+                unpaused = http.patch(url, json={"is_paused": False}, timeout=30)
+                if _sqlite_busy(unpaused):
+                    time.sleep(2)
+                    continue
+                unpaused.raise_for_status()
+                answer = http.post(f"{url}/dagRuns", json=body, timeout=30)
+                if not _sqlite_busy(answer):
+                    break
+                time.sleep(2)
+                created = self._run_ids(http, url) - runs_before
+                if created:  # the busy answer came after the run was written
+                    return created.pop()
             if answer.status_code >= 400:
                 raise StackError(f"triggering {dag_id} failed: HTTP {answer.status_code} {answer.text}")
             return str(answer.json()["dag_run_id"])
+
+    def _run_ids(self, http: requests.Session, dag_url: str) -> set[str]:
+        listed = http.get(f"{dag_url}/dagRuns", params={"limit": 100}, timeout=30)
+        return {run["dag_run_id"] for run in listed.json().get("dag_runs", [])} if listed.ok else set()
 
     def wait_for_run(
         self,
@@ -195,6 +216,10 @@ class Stack:
                     raise StackError(f"Airflow components exited while waiting: {dead}")
                 time.sleep(poll_seconds)
         raise StackError(f"{dag_id} run {run_id} still {state!r} after {timeout:.0f} s")
+
+
+def _sqlite_busy(answer: requests.Response) -> bool:
+    return answer.status_code == 500 and "Database error" in answer.text
 
 
 def _base_env(home: Path, port: int, marker: str, *, scheduled_runs: bool) -> dict[str, str]:

@@ -25,6 +25,18 @@ requires_stack = pytest.mark.skipif(not ENABLED, reason="real Airflow stack test
 EXPORT_SECONDS = 25.0
 #: Setup (migrate, start, parse) plus the first runs, on a loaded 2-core machine.
 STACK_TEST_TIMEOUT = 600
+#: Debian's Chromium (scripts/install_browser.sh); Playwright never downloads a browser.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def load_stack_module() -> ModuleType:
@@ -60,3 +72,34 @@ def stack() -> Iterator[Any]:
         yield running
     leftovers = running.pids()
     assert not leftovers, f"processes of the stack still running after it stopped: {leftovers}"
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    """A Playwright page in a fresh headless Chromium profile (1280 x 1100)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1100},
+        )
+        try:
+            context.set_default_timeout(60_000)
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def log_in(stack: Any, page: Any) -> None:
+    """Sign in to the UI (simple auth manager: the user and password the stack wrote to its password file)."""
+    page.goto(stack.ui_url)
+    page.get_by_label("Username").fill(stack.username)
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Dags").first.wait_for()

@@ -18,21 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.stack.conftest import ROOT, STACK_TEST_TIMEOUT, requires_stack
+from tests.stack.conftest import ROOT, STACK_TEST_TIMEOUT, log_in, requires_stack
 
 pytestmark = [requires_stack, pytest.mark.timeout(STACK_TEST_TIMEOUT)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: The documentation's picture; CEX_FORM_SCREENSHOT puts it elsewhere (e.g. to leave docs/ untouched).
 SCREENSHOT = Path(os.environ.get("CEX_FORM_SCREENSHOT") or ROOT / "docs" / "connection-form.png")
 #: The form of test_empty_region_and_two_timeouts_save_and_the_hook_reads_them, filled in.
@@ -40,27 +29,6 @@ FILLED_SCREENSHOT = Path(os.environ.get("CEX_FILLED_FORM_SCREENSHOT") or "/tmp/c
 NEW_CONN_ID = "content_exporter_eu"
 PAIR_CONN_ID = "content_exporter_timeouts"
 EXAMPLE_KEY = "cexk_example_not_a_real_key_0123456789"
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Any:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh user-data-dir
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1100},
-        )
-        try:
-            context.set_default_timeout(60_000)
-            yield context.new_page()
-        finally:
-            context.close()
 
 
 def _side_by_side(page: Any, left: bytes, right: bytes, path: Path) -> None:
@@ -80,11 +48,7 @@ def _side_by_side(page: Any, left: bytes, right: bytes, path: Path) -> None:
 
 def _open_add_connection(stack: Any, page: Any, conn_id: str) -> Any:
     """Log in, open Admin -> Connections -> Add Connection, pick our type; return the dialog."""
-    # Log in (simple auth manager: the user and password the stack wrote to its passwords file).
-    page.goto(stack.ui_url)
-    page.get_by_label("Username").fill(stack.username)
-    page.get_by_label("Password").fill(stack.password)
-    page.get_by_role("button", name="Sign in").click()
+    log_in(stack, page)
 
     # Admin -> Connections: the connection the stack created with `airflow connections add` is listed.
     page.get_by_role("button", name="Admin").click()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,40 +53,14 @@ def _trigger_from_cli(stack: Any) -> str:
     return str(created["dag_run_id"])
 
 
-def _sqlite_busy(answer: Any) -> bool:
-    """The stack's SQLite metadata DB was locked by another writer for longer than its 5 s busy timeout
-    (Airflow answers 500 "Database error"): the stack's, not the provider's; the request can be sent again."""
-    return answer.status_code == 500 and "Database error" in answer.text
-
-
-def _trigger_from_rest(stack: Any) -> str:
-    with stack.session() as http:
-        url = f"{stack.api_url}/api/v2/dags/{REST_DAG}"
-        body = {"logical_date": None, "conf": {"page_ids": REST_PAGES}}
-        for _attempt in range(5):
-            paused = http.patch(url, json={"is_paused": False}, timeout=30)
-            if _sqlite_busy(paused):
-                time.sleep(2)
-                continue
-            paused.raise_for_status()
-            answer = http.post(f"{url}/dagRuns", json=body, timeout=30)
-            if not _sqlite_busy(answer):
-                break
-            time.sleep(2)
-            listed = http.get(f"{url}/dagRuns", timeout=30)  # the run may exist: never trigger a second
-            if listed.status_code == 200 and listed.json().get("dag_runs"):
-                [run] = listed.json()["dag_runs"]
-                assert run["logical_date"] is None, run
-                return str(run["dag_run_id"])
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["logical_date"] is None, answer.json()
-    return str(answer.json()["dag_run_id"])
-
-
 @pytest.fixture(scope="module")
 def runs(stack: Any) -> dict[str, Run]:
     day_before = _utc_day()
-    run_ids = {CLI_DAG: _trigger_from_cli(stack), REST_DAG: _trigger_from_rest(stack)}
+    run_ids = {
+        CLI_DAG: _trigger_from_cli(stack),
+        # REST with "logical_date": null (Stack.trigger sends it again if the stack's SQLite was busy).
+        REST_DAG: stack.trigger(REST_DAG, logical_date=None, conf={"page_ids": REST_PAGES}),
+    }
     found = {}
     for dag_id, run_id in run_ids.items():
         state = stack.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
