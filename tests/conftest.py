@@ -16,6 +16,14 @@ os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the throwaway home (its SQLite DB and logs) when the session ends: they piled up in /tmp."""
+    import shutil
+
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
 #: Airflow 2.11 and 3.x differ in the metadata DB, dag.test() and the connection form: tests branch on this
 #: (read from the distribution, so that importing this conftest does not import Airflow).
 AIRFLOW_V3 = int(version("apache-airflow").split(".")[0]) >= 3
