@@ -10,7 +10,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -103,3 +103,14 @@ def log_in(stack: Any, page: Any) -> None:
     page.get_by_label("Password").fill(stack.password)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("link", name="Dags").first.wait_for()
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
+    """Call ``probe`` until it returns something true (returned), for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.stack.conftest import STACK_TEST_TIMEOUT, requires_stack
+from tests.stack.conftest import STACK_TEST_TIMEOUT, requires_stack, wait_for
 
 pytestmark = [requires_stack, pytest.mark.timeout(STACK_TEST_TIMEOUT)]
 
@@ -35,16 +35,6 @@ def _client_of(port: int) -> int | None:
     return None
 
 
-def _wait_for(what: str, probe: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def test_a_killed_task_is_retried_and_reconnects_to_its_export(stack: Any) -> None:
     emulator = stack.emulator
     run_id = stack.trigger(DAG_ID, logical_date=LOGICAL_DATE, conf={"page_id": PAGE_ID})
@@ -52,9 +42,9 @@ def test_a_killed_task_is_retried_and_reconnects_to_its_export(stack: Any) -> No
     def exports_of_page() -> list[Any]:
         return [e for e in emulator.exports.values() if e.page_id == PAGE_ID]
 
-    _wait_for("the export to start", exports_of_page, timeout=180)
+    wait_for("the export to start", exports_of_page, timeout=180)
     # The task polls in the worker over a kept-alive connection: the process holding it is the task.
-    pid = _wait_for("the task's connection to the emulator", lambda: _client_of(emulator.port), timeout=60)
+    pid = wait_for("the task's connection to the emulator", lambda: _client_of(emulator.port), timeout=60)
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
 

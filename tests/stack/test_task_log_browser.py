@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from tests.stack.conftest import EXPORT_SECONDS, ROOT, STACK_TEST_TIMEOUT, log_in, requires_stack
+from tests.stack.conftest import EXPORT_SECONDS, ROOT, STACK_TEST_TIMEOUT, log_in, requires_stack, wait_for
 
 pytestmark = [requires_stack, pytest.mark.timeout(STACK_TEST_TIMEOUT)]
 
@@ -46,16 +44,6 @@ def _rest(stack: Any, run_id: str, suffix: str = "") -> Any:
     return answer.json()
 
 
-def _wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture
 def slow_exports(stack: Any) -> Any:
     """Exports take 90 s while the test looks at one (the stack's other tests run with 25 s)."""
@@ -77,7 +65,7 @@ def test_a_running_export_shows_page_progress_and_link_in_the_ui(
         links = _rest(stack, run_id, "/links")["extra_links"]
         return bool(links.get("Confluence page")) and _rest(stack, run_id)["state"] == "running"
 
-    _wait_for("the running task's Confluence link through REST", running_with_link, timeout=180)
+    wait_for("the running task's Confluence link through REST", running_with_link, timeout=180, every=1)
     assert _rest(stack, run_id, "/links")["extra_links"] == {"Confluence page": link}
 
     # The log page: the start line with the link, then a progress line with the page id and a percentage.
