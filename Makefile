@@ -58,6 +58,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/deptry airflow_provider_cex
+	$(BIN)/lint-imports
 
 # The documentation site (docs/, Sphinx + MyST + autoapi) in .venv-docs; warnings are errors.
 docs:

@@ -141,7 +141,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_cex.triggers.content_exporter"],
             }
         ],
-        "extra-links": ["airflow_provider_cex.operators.content_exporter.ConfluencePageLink"],
+        # The class lives in operators.base; DAGs serialized by 0.1.0 name it by its old path, which
+        # still imports (a re-export): Airflow 2.11 deserializes a link only by a registered path.
+        "extra-links": [
+            "airflow_provider_cex.operators.base.ConfluencePageLink",
+            "airflow_provider_cex.operators.content_exporter.ConfluencePageLink",
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -19,7 +19,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_cex import DEFAULT_CONN_ID
-from airflow_provider_cex.operators.content_exporter import (
+from airflow_provider_cex.operators.base import (
     ConfluencePageLink,
     SavesExport,
     StartsExport,
@@ -176,7 +176,7 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         from airflow_provider_cex.exceptions import ContentExporterNotFoundError
-        from airflow_provider_cex.operators.content_exporter import push_page_link
+        from airflow_provider_cex.operators.base import push_page_link
         from airflow_provider_cex.progress import percent
 
         export_hash = str(external_id)

@@ -19,7 +19,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_cex import DEFAULT_CONN_ID
-from airflow_provider_cex.operators.content_exporter import ConfluencePageLink
+from airflow_provider_cex.operators.base import ConfluencePageLink
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -187,7 +187,7 @@ class ContentExporterExportSensor(BaseSensorOperator):
         """
         if self._watch is not None and self._watch.export_hash == export_hash:
             return self._watch
-        from airflow_provider_cex.operators.content_exporter import push_page_link, start_record
+        from airflow_provider_cex.operators.base import push_page_link, start_record
         from airflow_provider_cex.progress import ExportWatch
 
         record = start_record(self, context.get("ti"), export_hash) or {}

@@ -21,7 +21,11 @@ def test_provider_info_declares_the_connection_form_for_airflow_3():
     assert set(behaviour["hidden-fields"]) == {"schema", "port", "login"}
     assert "content-exporter-new.addon.meta-inf.hu" in behaviour["placeholders"]["host"]
     assert set(conn["conn-fields"]) == {"region", "timeout", "confluence_url"}
-    assert info["extra-links"] == ["airflow_provider_cex.operators.content_exporter.ConfluencePageLink"]
+    from airflow_provider_cex.operators.content_exporter import ConfluencePageLink
+
+    # Where the class is, first; its old path, which DAGs serialized by 0.1 name, still imports it.
+    link = f"{ConfluencePageLink.__module__}.{ConfluencePageLink.__qualname__}"
+    assert info["extra-links"] == [link, "airflow_provider_cex.operators.content_exporter.ConfluencePageLink"]
     json.dumps(info)  # must be plain JSON for the UI
 
 
