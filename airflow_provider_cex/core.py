@@ -50,6 +50,8 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ACCEPT = "application/json, text/plain;q=0.9, */*;q=0.5"
 #: The codings :class:`BodyDecoder` decodes; sent on every request, so a server has no reason to use others.
 ACCEPT_ENCODING = "gzip, deflate"
+#: How both transports name a connection the server never accepted (nothing was sent).
+CONNECTION_REFUSED = "connection refused or host unreachable"
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

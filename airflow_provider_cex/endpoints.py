@@ -30,3 +30,9 @@ DEFAULT_PATHS: dict[str, str] = {
 
 #: Default paths the vendor documents; the others are assumed until a descriptor or a real call confirms them.
 DOCUMENTED: frozenset[str] = frozenset({START_EXPORT})
+
+
+def is_page_id(text: str) -> bool:
+    """What the ``{page_id}`` placeholder takes: a Confluence page id, 1 to 20 ASCII digits (the number in
+    the page's URL)."""
+    return text.isascii() and text.isdigit() and len(text) <= 20

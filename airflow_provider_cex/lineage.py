@@ -79,10 +79,6 @@ def describe(settings: Any, page_id: str | None, export_hash: str, meta: dict[st
     )
 
 
-def asset_extra(lineage: ExportLineage) -> dict[str, Any]:
-    return {"sha256": lineage.sha256, "size_bytes": lineage.size_bytes, "filename": lineage.filename}
-
-
 def report_hook_output(hook: Any, uri: str, size_bytes: int, sha256: str) -> None:
     """Tell Airflow's hook lineage collector that ``hook`` wrote ``uri`` (a no-op where nobody collects)."""
     try:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from airflow_provider_cex.endpoints import is_page_id
+
 #: A payload key whose name matches this is dropped: it would hold a credential.
 CREDENTIAL_KEY = re.compile(r"token|jwt|authorization|cookie|session|api[-_]?key|secret|password", re.I)
 #: Headers describing the request, not the user: their values are not scrubbed from the payload.
@@ -124,13 +126,9 @@ def parse_payload(call: InitCall) -> dict[str, Any]:
     return payload
 
 
-def _is_page_id(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
 def page_ids(call: InitCall) -> list[str]:
     """Page ids an init call names: digit segments of its URL path, then its payload's rootContentId."""
-    ids = [segment for segment in call.segments[:-1] if _is_page_id(segment)]
+    ids = [segment for segment in call.segments[:-1] if is_page_id(segment)]
     try:
         root = parse_payload(call).get("rootContentId")
     except HarProfileError:
@@ -185,7 +183,7 @@ def scrub(value: Any, path: str, secrets: set[str], keys: list[str], values: lis
 
 def extract_profile(har: Mapping[str, Any], page_id: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """The export body of the chosen init call, and notes for the user (never secret values)."""
-    if page_id is not None and not _is_page_id(page_id):
+    if page_id is not None and not is_page_id(page_id):
         raise HarProfileError(
             f"--page-id must be digits only (the number in the page's URL), got {page_id!r}."
         )
@@ -218,7 +216,7 @@ def body_from_har(har: Mapping[str, Any], page_id: str | None = None) -> dict[st
 
 
 def _page_id_arg(text: str) -> str:
-    if not _is_page_id(text):
+    if not is_page_id(text):
         raise argparse.ArgumentTypeError(f"must be digits only (the number in the page's URL), got {text!r}")
     return text
 

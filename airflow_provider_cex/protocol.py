@@ -27,6 +27,7 @@ from airflow_provider_cex import (
 from airflow_provider_cex.endpoints import (
     DEFAULT_PATHS,
     PLACEHOLDER,
+    is_page_id,
 )
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
@@ -74,7 +75,7 @@ def validate_page_id(page_id: Any) -> str:
     text = str(page_id).strip()
     if not text:
         raise ValueError("page_id is empty: pass the numeric id of the Confluence page to export.")
-    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+    if not is_page_id(text):
         raise ValueError(
             f"page_id must contain digits only (the number in the page's URL, e.g. "
             f".../pages/123456/...), got {_clip(text, 40)!r}."

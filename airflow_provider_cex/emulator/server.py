@@ -247,14 +247,6 @@ class ContentExporterEmulator:
         """Started exports by hash (a copy; bodies are deep copies)."""
         return self._model.exports()
 
-    def export_timeline(self) -> dict[str, dict[str, Any]]:
-        """What ``GET /_emulator/exports`` answers: per hash, page id, start and completion (``time.time()``).
-
-        ``done_at`` follows the current ``export_seconds`` and ``export_seconds_spread``; it is None for an
-        export that fails (already failed, or of a page currently in :meth:`fail_pages`).
-        """
-        return self._model.timeline()
-
     # ---------------------------------------------------------------- knobs
 
     def reset(self) -> None:

@@ -24,6 +24,7 @@ from yarl import URL
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 from airflow_provider_cex.core import (
+    CONNECTION_REFUSED,
     MAX_ERROR_BODY,
     MAX_REDIRECTS,
     MAX_SMALL_BODY,
@@ -212,12 +213,12 @@ class ContentExporterAsyncHook(BaseHook):
         except aiohttp.ClientSSLError as err:  # final: says why (unknown CA, name mismatch)
             raise tls_failure(call, settings, err) from None
         except aiohttp.ClientProxyConnectionError:  # before its base class, ClientConnectorError
-            reason = "connection refused or host unreachable"
+            reason = CONNECTION_REFUSED
             raise proxy_failure(call, settings, self._proxy_label(url), reason=reason) from None
         except aiohttp.ClientHttpProxyError as err:  # the proxy's answer to CONNECT (an https:// URL)
             raise proxy_failure(call, settings, self._proxy_label(url), status=err.status) from None
         except aiohttp.ClientConnectorError:
-            raise RetryableFailure("connection refused or host unreachable") from None
+            raise RetryableFailure(CONNECTION_REFUSED) from None
         except (TimeoutError, aiohttp.ClientError) as err:
             raise RetryableFailure(_describe_error(err)) from None
         raise too_many_redirects(url)

@@ -22,7 +22,14 @@ import requests
 import requests.adapters
 import urllib3
 
-from airflow_provider_cex.core import BodyDecoder, Call, network_failure, proxy_failure, tls_failure
+from airflow_provider_cex.core import (
+    CONNECTION_REFUSED,
+    BodyDecoder,
+    Call,
+    network_failure,
+    proxy_failure,
+    tls_failure,
+)
 from airflow_provider_cex.protocol import ConnectionSettings, proxy_label
 
 if TYPE_CHECKING:
@@ -219,7 +226,7 @@ def failure_of(
         cause = getattr(getattr(inner, "reason", inner), "original_error", None)
         tunnel = _TUNNEL_FAILED.search(str(cause)) if cause is not None else None
         if isinstance(cause, NewConnectionError):  # a subclass of ConnectTimeoutError: test it first
-            reason = "connection refused or host unreachable"
+            reason = CONNECTION_REFUSED
         elif isinstance(cause, (ConnectTimeoutError, TimeoutError)):
             reason = "connection timed out"
         else:
@@ -249,7 +256,7 @@ def describe_network_error(err: requests.RequestException) -> str:
     if isinstance(err, requests.exceptions.ReadTimeout):
         return "the server did not answer in time (read timeout)"
     if surely_not_sent(err):
-        return "connection refused or host unreachable"
+        return CONNECTION_REFUSED
     if isinstance(err, requests.exceptions.ChunkedEncodingError):
         return "the connection broke while reading the response"
     if isinstance(err, requests.exceptions.ConnectionError):

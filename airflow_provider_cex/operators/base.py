@@ -94,6 +94,15 @@ def is_templated(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+def check_literal_page_id(page_id: Any) -> None:
+    """A literal bad page id fails at DAG parse, not at 2 a.m. (``ValueError``); a templated one is checked
+    when the task runs."""
+    if isinstance(page_id, (str, int)) and not is_templated(page_id):
+        from airflow_provider_cex.protocol import validate_page_id
+
+        validate_page_id(page_id)
+
+
 def parse_export_body(task_id: str, body: Any, source: str | None) -> dict[str, Any] | None:
     """The rendered ``export_body`` as a dict; else an ``AirflowFailException`` naming file and problem."""
     if body is None or isinstance(body, dict):

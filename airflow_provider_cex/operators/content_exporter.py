@@ -24,9 +24,8 @@ from airflow_provider_cex.operators.base import (
     ConfluencePageLink,
     SavesExport,
     StartsExport,
-    is_templated,
+    check_literal_page_id,
     output_or_fail,
-    parse_export_body,
 )
 from airflow_provider_cex.operators.export import (
     ContentExporterExportOperator as ContentExporterExportOperator,
@@ -81,13 +80,7 @@ class ContentExporterStartExportOperator(StartsExport, BaseOperator):
         self.content_exporter_conn_id = content_exporter_conn_id
         # Remember which file the body came from: after rendering only its content is left.
         self._export_body_source = export_body if isinstance(export_body, str) else None
-        if isinstance(page_id, (str, int)) and not is_templated(page_id):
-            from airflow_provider_cex.protocol import validate_page_id
-
-            validate_page_id(page_id)  # a literal bad page id fails at DAG parse, not at 2 a.m.
-
-    def _parsed_export_body(self) -> dict[str, Any] | None:
-        return parse_export_body(self.task_id, self.export_body, self._export_body_source)
+        check_literal_page_id(page_id)
 
     def execute(self, context: Context) -> str:
         from airflow_provider_cex.operators.destinations import check_download_outputs

@@ -23,7 +23,7 @@ from airflow_provider_cex.operators.base import (
     ConfluencePageLink,
     SavesExport,
     StartsExport,
-    is_templated,
+    check_literal_page_id,
     output_or_fail,
 )
 
@@ -129,10 +129,7 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
         self._export_body_source = export_body if isinstance(export_body, str) else None
         self._result: tuple[str, str] | None = None  # (export hash, final path) once downloaded
         self._started_hash: str | None = None  # the export this try started (at self._started_at)
-        if isinstance(page_id, (str, int)) and not is_templated(page_id):
-            from airflow_provider_cex.protocol import validate_page_id
-
-            validate_page_id(page_id)
+        check_literal_page_id(page_id)
 
     # ------------------------------------------------------------------ the task
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -33,14 +34,14 @@ def test_export_body_json_file_is_loaded_from_the_dag_folder_and_rendered(dag, t
     )
     render(op, params={"page": "4242"})
     assert op.page_id == "4242"
-    assert op._parsed_export_body() == {"unit": "CM", "title": "Export 2026-11-26"}
+    assert json.loads(op.export_body) == {"unit": "CM", "title": "Export 2026-11-26"}  # the file, rendered
 
 
 def test_export_body_dict_values_are_templated(dag):
     op = ContentExporterStartExportOperator(
         task_id="s", page_id=1, export_body={"title": "{{ ds }}"}, dag=dag
     )
-    assert render(op)._parsed_export_body() == {"title": "2026-11-26"}
+    assert render(op).export_body == {"title": "2026-11-26"}
 
 
 @pytest.mark.parametrize(
