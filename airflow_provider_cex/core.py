@@ -21,7 +21,14 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_cex import DEFAULT_CONN_ID, __version__
-from airflow_provider_cex.endpoints import DEFAULT_PATHS, DOCUMENTED, EXPORT_PROGRESS, METHOD, START_EXPORT
+from airflow_provider_cex.endpoints import (
+    DEFAULT_PATHS,
+    DOCUMENTED,
+    EXPORT_PROGRESS,
+    KEY_HEADER,
+    METHOD,
+    START_EXPORT,
+)
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterError,
@@ -31,7 +38,6 @@ from airflow_provider_cex.exceptions import (
     ContentExporterTransientError,
 )
 from airflow_provider_cex.protocol import (
-    API_KEY_HEADER,
     ConnectionSettings,
     ExportProgress,
     holds_secret,
@@ -387,8 +393,9 @@ def default_headers(client: str) -> dict[str, str]:
 
 
 def key_header(settings: ConnectionSettings, url: str) -> dict[str, str]:
-    """The ``CEX-API-KEY`` header for ``url``: only on the application origin (scheme, host, port)."""
-    return {API_KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
+    """The key header (:data:`.endpoints.KEY_HEADER`) for ``url``: only on the application origin (scheme,
+    host, port)."""
+    return {KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
 
 
 @dataclass(frozen=True)

@@ -38,22 +38,27 @@ from typing import Any
 from urllib.parse import unquote
 
 from airflow_provider_cex import CONN_TYPE, DEFAULT_CONN_ID, EU_APPLICATION_URL, US_APPLICATION_URL
+from airflow_provider_cex.endpoints import (
+    DEFAULT_PATHS,
+    DOWNLOAD_EXPORT,
+    ENDPOINT_NAMES,
+    EXPORT_PROGRESS,
+    KEY_HEADER,
+    PLACEHOLDER,
+    START_EXPORT,
+)
 
-METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
-EXAMPLE_ENDPOINTS = {
-    "start_export": "/api/remoteExport/{page_id}/init",
-    "export_progress": "/api/remoteExport/{export_hash}/progress",
-    "download_export": "/api/remoteExport/{export_hash}/download",
-}
-PLACEHOLDERS = {"start_export": "page_id", "export_progress": "export_hash", "download_export": "export_hash"}
-PASSWORD_PLACEHOLDER = "<YOUR-CEX-API-KEY>"
+#: The operations an OpenAPI path item may hold, lower-case as its keys are (not :data:`.endpoints.METHOD`).
+HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
+#: What the printed connection command puts where the API key goes.
+PASSWORD_PLACEHOLDER = f"<YOUR-{KEY_HEADER}>"
 MAX_LISTED = 200
 
 _START_VERBS = frozenset({"init", "initiate", "initialize", "initialise", "start", "create", "launch"})
 _START_NOUNS = frozenset({"export", "exports"})
 _KEYWORDS = {
-    "export_progress": frozenset({"progress", "status", "statuses", "poll", "polling", "state", "states"}),
-    "download_export": frozenset({"download", "downloads", "result", "results", "file", "files", "artifact"}),
+    EXPORT_PROGRESS: frozenset({"progress", "status", "statuses", "poll", "polling", "state", "states"}),
+    DOWNLOAD_EXPORT: frozenset({"download", "downloads", "result", "results", "file", "files", "artifact"}),
 }
 _FILE_TYPES = ("image", "audio", "video", "font")
 _PLACEHOLDER_RE = re.compile(r"{([^{}]*)}")
@@ -279,7 +284,7 @@ def collect_operations(document: Mapping[str, Any]) -> list[Operation]:
         if not isinstance(path, str) or not path.startswith("/") or not isinstance(item, Mapping):
             continue
         path_prefixes = _server_prefixes(item.get("servers")) or document_prefixes
-        for method in METHODS:
+        for method in HTTP_METHODS:
             operation = _resolve(document, item.get(method))
             if not isinstance(operation, Mapping):
                 continue
@@ -332,7 +337,7 @@ def _get_verdict(operation: Operation) -> tuple[str, int] | None:
     for rank, source in enumerate(_sources(operation)):
         if rank == 1:
             if operation.binary != operation.progress_schema:
-                return ("download_export" if operation.binary else "export_progress"), rank
+                return (DOWNLOAD_EXPORT if operation.binary else EXPORT_PROGRESS), rank
             continue
         hits = [call for word in source for call, keys in _KEYWORDS.items() if word in keys]
         if hits:
@@ -362,9 +367,9 @@ def _match(operations: list[Operation]) -> tuple[dict[str, Operation], list[str]
     gets = [op for op in single if op.method == "GET"]
     chosen: dict[str, Operation] = {}
     problems: list[str] = []
-    found = {"start_export": posts if len(posts) <= 1 else _narrow([(_start_key(op), op) for op in posts])}
+    found = {START_EXPORT: posts if len(posts) <= 1 else _narrow([(_start_key(op), op) for op in posts])}
     verdicts = [(verdict, op) for op in gets if (verdict := _get_verdict(op))]
-    for call in ("export_progress", "download_export"):
+    for call in (EXPORT_PROGRESS, DOWNLOAD_EXPORT):
         found[call] = _narrow([(rank, op) for (name, rank), op in verdicts if name == call])
     for call, candidates in found.items():
         if len(candidates) == 1:
@@ -384,11 +389,11 @@ def _match(operations: list[Operation]) -> tuple[dict[str, Operation], list[str]
 
 
 _NEEDS = {
-    "start_export": "expected one POST whose path has exactly one parameter, the page id, or among several "
+    START_EXPORT: "expected one POST whose path has exactly one parameter, the page id, or among several "
     "one speaking of init/start/create/export",
-    "export_progress": "expected a GET with one path parameter speaking of progress/status/poll/state, "
+    EXPORT_PROGRESS: "expected a GET with one path parameter speaking of progress/status/poll/state, "
     "or answering JSON with 'progressValue'",
-    "download_export": "expected a GET with one path parameter speaking of download/result/file/artifact, "
+    DOWNLOAD_EXPORT: "expected a GET with one path parameter speaking of download/result/file/artifact, "
     "or answering a binary body",
 }
 
@@ -401,7 +406,7 @@ def endpoints_from_openapi(document: Mapping[str, Any]) -> dict[str, str]:
     chosen, problems = _match(operations)
     result: dict[str, str] = {}
     for call, op in chosen.items():
-        template = op.path.replace("{" + op.path_params[0] + "}", "{" + PLACEHOLDERS[call] + "}")
+        template = op.path.replace("{" + op.path_params[0] + "}", "{" + PLACEHOLDER[call] + "}")
         result[call] = op.prefixes[0] + template
     if not problems:
         from airflow_provider_cex.protocol import parse_endpoints  # imports Airflow: only when needed
@@ -422,7 +427,7 @@ def _report(problems: list[str], operations: list[Operation]) -> str:
         lines.append(f"  ... and {len(operations) - MAX_LISTED} more")
     lines += [
         "Set the connection extra 'endpoints' by hand instead, for example:",
-        f"  {json.dumps(EXAMPLE_ENDPOINTS)}",
+        f"  {json.dumps(DEFAULT_PATHS)}",
     ]
     return "\n".join(_clip(line, 600) for line in lines)
 
@@ -467,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OpenAPIError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({call: endpoints[call] for call in PLACEHOLDERS}))
+    print(json.dumps({call: endpoints[call] for call in ENDPOINT_NAMES}))
     print(connection_command(endpoints, args.conn_id, host))
     return 0
 

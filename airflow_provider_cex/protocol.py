@@ -26,6 +26,7 @@ from airflow_provider_cex import (
 )
 from airflow_provider_cex.endpoints import (
     DEFAULT_PATHS,
+    ENDPOINT_NAMES,
     PLACEHOLDER,
     is_page_id,
 )
@@ -35,13 +36,7 @@ from airflow_provider_cex.exceptions import (
     ContentExporterProtocolError,
 )
 
-API_KEY_HEADER = "CEX-API-KEY"
 REGION_URLS = {"us": US_APPLICATION_URL, "eu": EU_APPLICATION_URL}
-
-#: Endpoint name -> (default path template, the one placeholder it takes); see :mod:`.endpoints`.
-ENDPOINTS: dict[str, tuple[str, str]] = {
-    name: (DEFAULT_PATHS[name], PLACEHOLDER[name]) for name in DEFAULT_PATHS
-}
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
@@ -159,7 +154,7 @@ class ConnectionSettings:
 
     def url(self, endpoint: str, value: str) -> str:
         """Absolute URL of an endpoint for a page id or export hash."""
-        return self.base_url + render_endpoint(self.endpoints.get(endpoint) or ENDPOINTS[endpoint][0], value)
+        return self.base_url + render_endpoint(self.endpoints.get(endpoint) or DEFAULT_PATHS[endpoint], value)
 
     def proxy_for(self, url: str) -> str | None:
         """The ``proxies`` extra's proxy for ``url`` (chosen by its scheme), or None."""
@@ -291,12 +286,12 @@ def parse_endpoints(value: Any) -> dict[str, str]:
         )
     result: dict[str, str] = {}
     for name, template in value.items():
-        if name not in ENDPOINTS:
+        if name not in ENDPOINT_NAMES:
             raise ValueError(
                 f"Connection extra 'endpoints' has unknown key {_clip(str(name), 40)!r}; "
-                f"allowed: {', '.join(ENDPOINTS)}."
+                f"allowed: {', '.join(ENDPOINT_NAMES)}."
             )
-        placeholder = ENDPOINTS[name][1]
+        placeholder = PLACEHOLDER[name]
         if not isinstance(template, str) or not template.startswith("/"):
             raise ValueError(f"Endpoint template {name!r} must be a path starting with '/'.")
         found = re.findall(r"{([^{}]*)}", template)

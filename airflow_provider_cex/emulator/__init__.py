@@ -7,14 +7,14 @@ imported, never Airflow or the rest of this package; ``cryptography`` too, but o
 from .artifacts import Artifact, build_sample_pdf, deterministic_blocks
 from .chaos import CHAOS_KINDS, Chaos, ChaosSchedule
 from .server import (
-    API_KEY_HEADER,
-    DEFAULT_ENDPOINTS,
     DEFAULT_FAILURE_MESSAGE,
+    DEFAULT_PATHS,
     DEMO_API_KEY,
     DOWNLOAD_EXPORT,
     DOWNLOAD_FAULTS,
-    ENDPOINTS,
+    ENDPOINT_NAMES,
     EXPORT_PROGRESS,
+    KEY_HEADER,
     START_EXPORT,
     ContentExporterEmulator,
     ExportInfo,
@@ -24,15 +24,15 @@ from .server import (
 )
 
 __all__ = [
-    "API_KEY_HEADER",
     "CHAOS_KINDS",
-    "DEFAULT_ENDPOINTS",
     "DEFAULT_FAILURE_MESSAGE",
+    "DEFAULT_PATHS",
     "DEMO_API_KEY",
     "DOWNLOAD_EXPORT",
     "DOWNLOAD_FAULTS",
-    "ENDPOINTS",
+    "ENDPOINT_NAMES",
     "EXPORT_PROGRESS",
+    "KEY_HEADER",
     "START_EXPORT",
     "Artifact",
     "Chaos",

@@ -20,6 +20,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from airflow_provider_cex.endpoints import KEY_HEADER
+
 from .server import DEFAULT_FAILURE_MESSAGE, DEMO_API_KEY, ContentExporterEmulator, is_loopback_host
 from .tls import DEFAULT_TLS_NAMES
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api-key",
         default=None,
-        help=f"accepted CEX-API-KEY (default: ${API_KEY_ENV}, else the demo key {DEMO_API_KEY})",
+        help=f"accepted {KEY_HEADER} (default: ${API_KEY_ENV}, else the demo key {DEMO_API_KEY})",
     )
     parser.add_argument(
         "--export-seconds", type=float, default=2.0, help="time for an export to reach 100%% (default 2)"

@@ -26,15 +26,19 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
+from airflow_provider_cex.endpoints import (
+    DOWNLOAD_EXPORT,
+    ENDPOINT_NAMES,
+    EXPORT_PROGRESS,
+    KEY_HEADER,
+    START_EXPORT,
+)
 
 from .artifacts import Artifact
 from .descriptor import OPENAPI_PATH, describe
 from .faults import ARTIFACT, PROXY, REFUSE, Fault, FaultQueues
-from .model import ENDPOINTS, UNKNOWN_ENDPOINT, ExportInfo, ExportModel, RequestRecord
+from .model import UNKNOWN_ENDPOINT, ExportInfo, ExportModel, RequestRecord
 from .serving import answer_in_front, huge_error, json_error, reset_connection, serve_artifact, spoil_answer
-
-API_KEY_HEADER = "CEX-API-KEY"
 
 ADMIN_EXPORTS = "emulator_exports"
 ADMIN_COUNTS = "emulator_counts"
@@ -65,7 +69,7 @@ def _route_name(request: web.BaseRequest) -> str | None:
 
 def endpoint_of(request: web.BaseRequest) -> str:
     name = _route_name(request)
-    return name if name is not None and name in ENDPOINTS else UNKNOWN_ENDPOINT
+    return name if name is not None and name in ENDPOINT_NAMES else UNKNOWN_ENDPOINT
 
 
 def _from_loopback(request: web.BaseRequest) -> bool:
@@ -156,7 +160,7 @@ class Service:
             return await answer_in_front(request, fault)
         foreign = endpoint == DOWNLOAD_EXPORT and self.route.foreign is not None
         if not foreign and not hmac.compare_digest(
-            request.headers.get(API_KEY_HEADER, "").encode("utf-8"), self._api_key
+            request.headers.get(KEY_HEADER, "").encode("utf-8"), self._api_key
         ):
             if fault is not None and stage == ARTIFACT:
                 self._faults.give_back(fault)
@@ -177,7 +181,7 @@ class Service:
             endpoint=endpoint_of(request),
             method=request.method,
             path=request.path,
-            had_api_key=API_KEY_HEADER in request.headers,
+            had_api_key=KEY_HEADER in request.headers,
             status=response.status,
         )
         self._model.record(record)

@@ -64,9 +64,9 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
+from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, ENDPOINT_NAMES, EXPORT_PROGRESS, START_EXPORT
 
-_ALL = (START_EXPORT, EXPORT_PROGRESS, DOWNLOAD_EXPORT)
+_ALL = ENDPOINT_NAMES
 _JSON = (START_EXPORT, EXPORT_PROGRESS)
 
 APPLIES_TO: dict[str, tuple[str, ...]] = {
@@ -108,9 +108,6 @@ SCHEDULED_KINDS: tuple[str, ...] = tuple(k for k in CHAOS_KINDS if k not in HOST
 BEFORE_SERVICE = frozenset(
     {"status", "reset_before_headers", "stall_before_headers", "redirect_loop", "redirect_foreign", "silent"}
 )
-
-KEY_HEADER = "CEX-API-KEY"
-"""The request header ``echoed_key`` echoes (the emulator's ``API_KEY_HEADER``)."""
 
 NON_JSON_BODIES: tuple[tuple[str, bytes], ...] = (
     ("text/html", b"<html><body><h1>Welcome to nginx!</h1></body></html>"),

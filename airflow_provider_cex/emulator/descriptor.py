@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
+from airflow_provider_cex.endpoints import (
+    DOWNLOAD_EXPORT,
+    EXPORT_PROGRESS,
+    KEY_HEADER,
+    PLACEHOLDER,
+    START_EXPORT,
+)
 
 OPENAPI_PATH = "/openapi.json"
 
-_PARAM_NAMES = {"page_id": "pageId", "export_hash": "exportHash"}
+#: Our placeholder -> the vendor-style path parameter name.
+_PARAM_NAMES = {PLACEHOLDER[START_EXPORT]: "pageId", PLACEHOLDER[EXPORT_PROGRESS]: "exportHash"}
 
 _ERROR = {
     "description": "Error",
@@ -112,7 +119,7 @@ def describe(paths: Mapping[str, str]) -> dict[str, Any]:
             _vendor_style(paths[DOWNLOAD_EXPORT]): download,
         },
         "components": {
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "CEX-API-KEY"}},
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER}},
             "parameters": {"ExportHash": _path_parameter("exportHash", "The hash the start call returned")},
             "schemas": {
                 "ExportSettings": {

@@ -12,10 +12,9 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT
+from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, ENDPOINT_NAMES
 
 from .chaos import APPLIES_TO, BEFORE_SERVICE, CHAOS_KINDS, Chaos, ChaosSchedule, scheduled_chaos
-from .model import ENDPOINTS
 
 #: Ways a download can go wrong (see ``ContentExporterEmulator.download_fault``).
 DOWNLOAD_FAULTS = ("truncate", "stall", "ignore_range", "wrong_range", "chunked", "chunked_truncate")
@@ -110,8 +109,8 @@ class Fault:
 
 
 def check_endpoint(endpoint: str) -> None:
-    if endpoint not in ENDPOINTS:
-        raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}")
+    if endpoint not in ENDPOINT_NAMES:
+        raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(ENDPOINT_NAMES)}")
 
 
 def _check_times(times: int) -> None:
@@ -170,10 +169,10 @@ class FaultQueues:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queues: dict[str, deque[Fault]] = {name: deque() for name in ENDPOINTS}
+        self._queues: dict[str, deque[Fault]] = {name: deque() for name in ENDPOINT_NAMES}
         self._refusal: Fault | None = None
         self._schedule: ChaosSchedule | None = None
-        self._schedule_counts = dict.fromkeys(ENDPOINTS, 0)
+        self._schedule_counts = dict.fromkeys(ENDPOINT_NAMES, 0)
 
     def add(self, fault: Fault) -> None:
         """Queue ``fault`` behind those armed before; a time-bounded one replaces the running one, first."""
@@ -205,7 +204,7 @@ class FaultQueues:
         """Use ``schedule`` (None: none) after the queues; the per-endpoint numbering restarts at 0."""
         with self._lock:
             self._schedule = schedule
-            self._schedule_counts = dict.fromkeys(ENDPOINTS, 0)
+            self._schedule_counts = dict.fromkeys(ENDPOINT_NAMES, 0)
 
     def clear(self) -> None:
         """Drop every queued fault, outage and the schedule; a refusal window runs to its end."""
@@ -213,7 +212,7 @@ class FaultQueues:
             for queue in self._queues.values():
                 queue.clear()
             self._schedule = None
-            self._schedule_counts = dict.fromkeys(ENDPOINTS, 0)
+            self._schedule_counts = dict.fromkeys(ENDPOINT_NAMES, 0)
 
     def take(self, endpoint: str, now: float) -> Fault | None:
         """The fault that spoils this request to ``endpoint`` at ``now`` (``time.monotonic()``), if any.

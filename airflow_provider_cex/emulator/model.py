@@ -14,10 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from airflow_provider_cex.endpoints import DEFAULT_PATHS
+from airflow_provider_cex.endpoints import ENDPOINT_NAMES
 
-ENDPOINTS: tuple[str, ...] = tuple(DEFAULT_PATHS)
-"""The three endpoint names (from :mod:`airflow_provider_cex.endpoints`), in call order."""
 UNKNOWN_ENDPOINT = "unknown"
 """Endpoint name recorded for requests that match no route (they are logged but not counted)."""
 
@@ -101,7 +99,7 @@ class ExportModel:
         self._export_seconds_spread = _check_seconds("export_seconds_spread", export_seconds_spread)
         self._exports: dict[str, _ExportState] = {}
         self._failing: dict[str, str] = {}
-        self._counts = dict.fromkeys(ENDPOINTS, 0)
+        self._counts = dict.fromkeys(ENDPOINT_NAMES, 0)
         self._records: list[RequestRecord] = []
 
     # ------------------------------------------------------------------ export speed
@@ -215,5 +213,5 @@ class ExportModel:
 
     def reset_counters(self) -> None:
         with self._lock:
-            self._counts = dict.fromkeys(ENDPOINTS, 0)
+            self._counts = dict.fromkeys(ENDPOINT_NAMES, 0)
             self._records = []

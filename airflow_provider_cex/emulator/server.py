@@ -33,15 +33,21 @@ from typing import Any
 
 from aiohttp import web
 
-from airflow_provider_cex.endpoints import DEFAULT_PATHS, DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
+from airflow_provider_cex.endpoints import (
+    DEFAULT_PATHS,
+    DOWNLOAD_EXPORT,
+    ENDPOINT_NAMES,
+    EXPORT_PROGRESS,
+    KEY_HEADER,
+    START_EXPORT,
+)
 
-from .app import ADMIN_PATHS, API_KEY_HEADER, Service, is_loopback_host
+from .app import ADMIN_PATHS, Service, is_loopback_host
 from .chaos import Chaos, ChaosSchedule
 from .faults import DOWNLOAD_FAULTS, FaultQueues, chaos_fault, check_endpoint, download_fault, status_fault
 from .lifecycle import LISTEN_BACKLOG, Listener
 from .model import (
     DEFAULT_FAILURE_MESSAGE,
-    ENDPOINTS,
     FAILURE_PROGRESS,
     UNKNOWN_ENDPOINT,
     ExportInfo,
@@ -53,15 +59,15 @@ from .tls import DEFAULT_TLS_NAMES, check_tls_names
 
 __all__ = [  # what other code imports from here; most of it lives in the modules named above
     "ADMIN_PATHS",
-    "API_KEY_HEADER",
-    "DEFAULT_ENDPOINTS",
     "DEFAULT_FAILURE_MESSAGE",
+    "DEFAULT_PATHS",
     "DEMO_API_KEY",
     "DOWNLOAD_EXPORT",
     "DOWNLOAD_FAULTS",
-    "ENDPOINTS",
+    "ENDPOINT_NAMES",
     "EXPORT_PROGRESS",
     "FAILURE_PROGRESS",
+    "KEY_HEADER",
     "LISTEN_BACKLOG",
     "START_EXPORT",
     "UNKNOWN_ENDPOINT",
@@ -76,8 +82,6 @@ __all__ = [  # what other code imports from here; most of it lives in the module
 DEMO_API_KEY = "cex-demo-key-0123456789abcdefghijklmnopqrstuv"
 """Key the CLI uses when neither ``--api-key`` nor ``CEX_EMULATOR_API_KEY`` is given. Not a secret."""
 
-DEFAULT_ENDPOINTS: dict[str, str] = dict(DEFAULT_PATHS)
-
 
 class ContentExporterEmulator:
     """A local Content Exporter Remote API; every setter is safe to call from any thread while it runs.
@@ -89,7 +93,7 @@ class ContentExporterEmulator:
     spoil its requests in the order they were armed; a running :meth:`outage` answers before them, and a
     :meth:`chaos_schedule` spoils only requests that find the queue empty.
 
-    :param api_key: the only value of ``CEX-API-KEY`` accepted.
+    :param api_key: the only value of the key header (:data:`KEY_HEADER`) accepted.
     :param export_seconds: how long an export takes to climb from 0 to 100 (0: done at once). Mutable.
     :param export_seconds_spread: each export takes ``export_seconds`` plus a deterministic fraction of this
         many seconds derived from its page id (:func:`spread_fraction`); 0 (default): all take
@@ -99,7 +103,7 @@ class ContentExporterEmulator:
     :param port: TCP port; 0 picks a free one.
     :param fail_page_ids: page ids whose exports fail (see :meth:`fail_pages`).
     :param failure_message: the ``errorMessage`` of those failures.
-    :param endpoints: path templates overriding :data:`DEFAULT_ENDPOINTS` (keys as there), like the
+    :param endpoints: path templates overriding :data:`DEFAULT_PATHS` (keys as there), like the
         connection extra ``endpoints``.
     :param artifact_dir: parent directory for the temporary artifact directory (default: system temp dir).
     :param tls: serve HTTPS (``base_url`` starts with ``https://``) with a certificate issued by a throwaway
@@ -134,10 +138,10 @@ class ContentExporterEmulator:
             raise ValueError(f"artifact_bytes must be >= 0, got {artifact_bytes}")
         self._api_key = api_key
         self._host = "127.0.0.1" if host.lower() == "localhost" else host
-        self._paths = dict(DEFAULT_ENDPOINTS)
+        self._paths = dict(DEFAULT_PATHS)
         for name, template in (endpoints or {}).items():
-            if name not in DEFAULT_ENDPOINTS:
-                raise ValueError(f"unknown endpoint {name!r}; expected one of {', '.join(ENDPOINTS)}")
+            if name not in ENDPOINT_NAMES:
+                raise ValueError(f"unknown endpoint {name!r}; expected one of {', '.join(ENDPOINT_NAMES)}")
             self._paths[name] = template
         self._model.fail_pages(fail_page_ids, failure_message)
         self._faults = FaultQueues()

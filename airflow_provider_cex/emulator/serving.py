@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT
+from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, KEY_HEADER
 
 from . import chaos as _chaos
 from .artifacts import Artifact
@@ -211,7 +211,7 @@ async def hostile_answer(
 def _echo_key(
     request: web.Request, endpoint: str, response: web.StreamResponse, fault: Fault
 ) -> web.StreamResponse:
-    key = request.headers.get(_chaos.KEY_HEADER, "")
+    key = request.headers.get(KEY_HEADER, "")
     quoted = quote(key, safe="")
     variant = _chaos.echo_variant(endpoint, fault.variant)
     path = request.rel_url.path
@@ -225,7 +225,7 @@ def _echo_key(
         return web.Response(status=status, headers={"Location": location})
     if variant == "error_body":
         status = fault.status if 400 <= fault.status <= 599 else 500
-        echo = {"headers": {_chaos.KEY_HEADER: key}, "url": f"{path}?k={quoted}"}
+        echo = {"headers": {KEY_HEADER: key}, "url": f"{path}?k={quoted}"}
         return web.json_response({"error": f"request refused for key {key}", "request": echo}, status=status)
     if variant == "disposition":
         response.headers["Content-Disposition"] = f'attachment; filename="{key}.pdf"'

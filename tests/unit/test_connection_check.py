@@ -10,11 +10,15 @@ from airflow_provider_cex.endpoints import (
     DEFAULT_PATHS,
     DOCUMENTED,
     DOWNLOAD_EXPORT,
+    ENDPOINT_NAMES,
     EXPORT_PROGRESS,
+    KEY_HEADER,
+    METHOD,
+    PLACEHOLDER,
     START_EXPORT,
 )
 from airflow_provider_cex.exceptions import ContentExporterNotFoundError, ContentExporterTransientError
-from airflow_provider_cex.protocol import ENDPOINTS, settings_from_connection
+from airflow_provider_cex.protocol import settings_from_connection
 
 KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"
 URL = "https://cex.example.com/api/remoteExport/1/init"
@@ -30,7 +34,15 @@ def test_the_defaults_follow_the_vendors_documentation():
     assert DEFAULT_PATHS[DOWNLOAD_EXPORT] == "/api/remoteExport/{export_hash}/download"
     assert sorted(DOCUMENTED) == [START_EXPORT]
     assert settings().url(START_EXPORT, "42") == "https://cex.example.com/api/remoteExport/42/init"
-    assert {name: template for name, (template, _) in ENDPOINTS.items()} == DEFAULT_PATHS
+    assert KEY_HEADER == "CEX-API-KEY"
+
+
+def test_every_table_of_the_api_is_keyed_by_the_three_names_in_call_order():
+    assert ENDPOINT_NAMES == (START_EXPORT, EXPORT_PROGRESS, DOWNLOAD_EXPORT)
+    assert tuple(METHOD) == tuple(PLACEHOLDER) == tuple(DEFAULT_PATHS) == ENDPOINT_NAMES
+    assert DOCUMENTED.issubset(ENDPOINT_NAMES)
+    for name in ENDPOINT_NAMES:
+        assert DEFAULT_PATHS[name].count("{") == 1 and "{" + PLACEHOLDER[name] + "}" in DEFAULT_PATHS[name]
 
 
 def test_calls_describe_themselves_and_only_the_start_is_not_idempotent():

@@ -23,14 +23,14 @@ from airflow_provider_cex.core import (
     should_probe_route,
     too_many_redirects,
 )
-from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
+from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, KEY_HEADER, START_EXPORT
 from airflow_provider_cex.exceptions import (
     ContentExporterError,
     ContentExporterProtocolError,
     ContentExporterStartUncertainError,
     ContentExporterTransientError,
 )
-from airflow_provider_cex.protocol import API_KEY_HEADER, origin_of, settings_from_connection
+from airflow_provider_cex.protocol import origin_of, settings_from_connection
 
 KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"
 APP = "https://cex.example.com"
@@ -155,7 +155,7 @@ def test_the_key_never_goes_to_another_origin_and_redirects_are_bounded(chain):
     url, method, send_key, followed = f"{APP}/api/remoteExport/1/init", "POST", True, 0
     for status, location in chain:
         headers = key_header(SETTINGS, url) if send_key else {}
-        if API_KEY_HEADER in headers:
+        if KEY_HEADER in headers:
             assert origin_of(url) == SETTINGS.origin
         if followed == MAX_REDIRECTS:
             assert "last location" in str(too_many_redirects(url))

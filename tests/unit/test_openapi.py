@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cex import EU_APPLICATION_URL, US_APPLICATION_URL
+from airflow_provider_cex.endpoints import DEFAULT_PATHS
 from airflow_provider_cex.openapi import (
-    EXAMPLE_ENDPOINTS,
     OpenAPIError,
     collect_operations,
     endpoints_from_openapi,
@@ -278,7 +278,7 @@ BOTH_WORDS = {
 }
 
 STORIES = [
-    ("vendor", VENDOR, EXAMPLE_ENDPOINTS),
+    ("vendor", VENDOR, DEFAULT_PATHS),
     (
         "content-id-yaml",
         CONTENT_ID_YAML,
@@ -307,7 +307,7 @@ STORIES = [
             "/api/v3/remote/{page_id}", "/api/v3/jobs/{export_hash}", "/api/v3/jobs/{export_hash}/output"
         ),
     ),
-    ("crowded", CROWDED, EXAMPLE_ENDPOINTS),
+    ("crowded", CROWDED, DEFAULT_PATHS),
     (
         "refs",
         REFS,
@@ -346,7 +346,7 @@ def test_every_sample_descriptor_gives_exactly_the_expected_endpoints(descriptor
 
 
 def test_vendor_descriptor_gives_the_documented_paths():
-    assert derive(VENDOR) == EXAMPLE_ENDPOINTS
+    assert derive(VENDOR) == DEFAULT_PATHS
 
 
 def test_yaml_descriptor_with_a_full_server_url_keeps_only_its_path():
@@ -374,7 +374,7 @@ def test_progress_found_only_by_summary_with_server_variables_filled_in():
 
 
 def test_unrelated_operations_around_the_calls_are_left_alone():
-    assert derive(CROWDED) == EXAMPLE_ENDPOINTS
+    assert derive(CROWDED) == DEFAULT_PATHS
     seen = {(op.method, op.path) for op in collect_operations(CROWDED)}
     assert ("DELETE", "/api/remoteExport/{hash}") in seen and ("GET", "/health") in seen
 
@@ -404,7 +404,7 @@ def test_a_get_speaking_of_download_and_status_goes_by_its_first_word_only():
 def test_the_path_outranks_the_summary_when_they_disagree():
     doc = json.loads(json.dumps(VENDOR))
     doc["paths"]["/api/remoteExport/{hash}/progress"]["get"]["summary"] = "Download the result when it is 100"
-    assert derive(doc) == EXAMPLE_ENDPOINTS
+    assert derive(doc) == DEFAULT_PATHS
 
 
 def test_the_last_word_of_the_path_names_the_resource_and_a_word_document_is_a_file():
@@ -524,13 +524,13 @@ def test_user_runs_the_module_and_pastes_the_printed_connection_command(tmp_path
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert json.loads(lines[0]) == EXAMPLE_ENDPOINTS
+    assert json.loads(lines[0]) == DEFAULT_PATHS
     assert list(json.loads(lines[0])) == ["start_export", "export_progress", "download_export"]
     command = shlex.split(" ".join(line.rstrip("\\") for line in lines[1:] if not line.startswith("#")))
     assert command[:4] == ["airflow", "connections", "add", "content_exporter_default"]
     assert command[command.index("--conn-host") + 1] == US_APPLICATION_URL
     assert command[command.index("--conn-password") + 1] == "<YOUR-CEX-API-KEY>"
-    assert json.loads(command[command.index("--conn-extra") + 1]) == {"endpoints": EXAMPLE_ENDPOINTS}
+    assert json.loads(command[command.index("--conn-extra") + 1]) == {"endpoints": DEFAULT_PATHS}
     assert any(line.startswith("#") and EU_APPLICATION_URL in line for line in lines)
 
 
@@ -563,7 +563,7 @@ def test_cli_without_a_download_operation_lists_what_it_saw_and_names_the_extra(
     assert "'download_export': no operation matches" in err
     assert "Operations seen (9):" in err and "GET /health  summary='Health check'" in err
     assert "DELETE /api/remoteExport/{hash}" in err
-    assert "connection extra 'endpoints'" in err and json.dumps(EXAMPLE_ENDPOINTS) in err
+    assert "connection extra 'endpoints'" in err and json.dumps(DEFAULT_PATHS) in err
 
 
 @pytest.mark.parametrize(

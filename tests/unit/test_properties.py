@@ -11,10 +11,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cex.core import RetryPolicy, parse_retry_after
+from airflow_provider_cex.endpoints import DEFAULT_PATHS, ENDPOINT_NAMES, PLACEHOLDER
 from airflow_provider_cex.exceptions import ContentExporterProtocolError
 from airflow_provider_cex.files import filename_from_content_disposition, sanitize_filename
 from airflow_provider_cex.protocol import (
-    ENDPOINTS,
     parse_export_hash,
     parse_progress,
     render_endpoint,
@@ -95,12 +95,12 @@ def test_retry_waits_are_bounded(retry_number, retry_after):
         assert 0 <= wait <= max(policy.backoff_max, policy.retry_after_cap)
 
 
-@given(st.sampled_from(sorted(ENDPOINTS)), st.text(max_size=80))
+@given(st.sampled_from(sorted(ENDPOINT_NAMES)), st.text(max_size=80))
 @settings(max_examples=400, deadline=None)
 def test_endpoint_templating_cannot_inject_a_path_segment_query_or_fragment(endpoint, value):
-    template = ENDPOINTS[endpoint][0]
+    template = DEFAULT_PATHS[endpoint]
     path = render_endpoint(template, value)
-    prefix, _, suffix = template.partition("{" + ENDPOINTS[endpoint][1] + "}")
+    prefix, _, suffix = template.partition("{" + PLACEHOLDER[endpoint] + "}")
     assert path.startswith(prefix) and path.endswith(suffix)
     segment = path[len(prefix) : len(path) - len(suffix)]
     assert not any(ch in segment for ch in "/?#\\") and segment not in (".", "..")
