@@ -73,8 +73,13 @@ class ContentExporterExportTrigger(BaseTrigger):
             },
         )
 
-    def _hook(self) -> ContentExporterAsyncHook:
-        """The hook this trigger polls with (a subclass may pass ``on_retry`` to count retries)."""
+    def make_hook(self) -> ContentExporterAsyncHook:
+        """The hook this trigger polls with, made once per run.
+
+        Override it in a subclass to poll with another ``retry_policy`` or an ``on_retry`` callback (see
+        :class:`~airflow_provider_cex.hooks.content_exporter_async.ContentExporterAsyncHook`); the subclass
+        must be importable where the triggerer runs, as :meth:`serialize` names it.
+        """
         return ContentExporterAsyncHook(self.content_exporter_conn_id)
 
     def _event(self, status: str, watch: ExportWatch, **payload: Any) -> TriggerEvent:
@@ -89,7 +94,7 @@ class ContentExporterExportTrigger(BaseTrigger):
         watch = ExportWatch(self.export_hash, page_id=self.page_id, started_at=self.started_at)
         logged: tuple[float, float] | None = None  # (when, progress) of the last progress line
         try:
-            async with self._hook() as hook:
+            async with self.make_hook() as hook:
                 while True:
                     # The deadline holds during a call: a server that drips or never answers, or retries
                     # waiting out its Retry-After, are cut at the deadline (a trigger started after its

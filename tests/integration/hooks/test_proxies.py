@@ -23,6 +23,7 @@ from airflow_provider_cex.exceptions import (
     ContentExporterTransientError,
 )
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+from airflow_provider_cex.hooks.content_exporter_async import ContentExporterAsyncHook
 from airflow_provider_cex.protocol import parse_proxies, redact_url, settings_from_connection
 from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
 from tests.conftest import API_KEY, CONN_ENV, connection_json
@@ -75,8 +76,17 @@ def export_through_sync_hook(tmp_path, page_id: str = "7") -> tuple[str, str]:
     return export_hash, result.sha256
 
 
-def run_trigger(export_hash: str, seconds: float = 15.0) -> list[dict]:
-    trigger = ContentExporterExportTrigger(export_hash, end_time=time.time() + seconds, poll_interval=0.1)
+class _FewRetriesTrigger(ContentExporterExportTrigger):
+    """The trigger, polling with one retry per call instead of the default policy's five."""
+
+    def make_hook(self) -> ContentExporterAsyncHook:
+        one_retry = RetryPolicy(max_retries=1, backoff_base=0.01, backoff_max=0.02)
+        return ContentExporterAsyncHook(self.content_exporter_conn_id, retry_policy=one_retry)
+
+
+def run_trigger(export_hash: str, seconds: float = 15.0, *, few_retries: bool = False) -> list[dict]:
+    trigger_class = _FewRetriesTrigger if few_retries else ContentExporterExportTrigger
+    trigger = trigger_class(export_hash, end_time=time.time() + seconds, poll_interval=0.1)
 
     async def collect() -> list[dict]:
         return [event.payload async for event in trigger.run()]
@@ -423,11 +433,7 @@ def test_a_refused_proxy_makes_the_trigger_retry_until_the_deadline(emulator, mo
         proxies={"http": f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}"},
         timeout=[0.5, 5],
     )
-    monkeypatch.setattr(
-        "airflow_provider_cex.hooks.content_exporter_async.RetryPolicy",
-        lambda: RetryPolicy(max_retries=1, backoff_base=0.01, backoff_max=0.02),
-    )
-    events = run_trigger(export_hash, seconds=0.5)
+    events = run_trigger(export_hash, seconds=0.5, few_retries=True)
     assert [e["status"] for e in events] == ["error"]
     message = events[0]["message"]
     assert "could not connect to proxy" in message
@@ -455,11 +461,7 @@ def test_a_refused_tunnel_to_an_https_service_is_transient_even_for_a_start(monk
         use_connection(monkeypatch, f"https://127.0.0.1:{free_port()}", proxies={"https": proxy.url})
         with make_hook() as hook, pytest.raises(ContentExporterTransientError) as err:
             hook.start_export("1")
-        monkeypatch.setattr(
-            "airflow_provider_cex.hooks.content_exporter_async.RetryPolicy",
-            lambda: RetryPolicy(max_retries=1, backoff_base=0.01, backoff_max=0.02),
-        )
-        events = run_trigger("somehash", seconds=0.3)
+        events = run_trigger("somehash", seconds=0.3, few_retries=True)
     assert [e["status"] for e in events] == ["error"]
     for message in (str(err.value), events[0]["message"]):
         assert f"proxy {proxy.url}" in message and "refused to open a connection" in message
