@@ -4,7 +4,7 @@ Every chaos kind of the emulator (``airflow_provider_cex/emulator/chaos.py``) on
 to, the download body faults, refused connections, a failed export and a seeded chaos schedule over all
 endpoints; progress faults also through the deferrable sensor's trigger. Each run ends as a success with a
 byte-identical file, a clean failure (a provider error with a clear, key-free message and nothing at the
-destination), or a bad outcome; see ``tests/faults/matrix.py`` for the exact rules. Loopback only, bounded
+destination), or a bad outcome; see ``testkit/fault_matrix.py`` for the exact rules. Loopback only, bounded
 in count and time. ``tests/faults/test_fault_matrix.py`` runs one seed per cell in CI.
 
     .venv/bin/python -m benchmarks.fault_matrix --seeds 6 --check   # from the repository root
@@ -30,7 +30,7 @@ def main() -> int:
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="cex-matrix-home-"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-    from tests.faults.matrix import format_table, run_matrix
+    from testkit.fault_matrix import format_table, run_matrix
 
     only = None
     if args.only:

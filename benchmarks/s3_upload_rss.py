@@ -313,8 +313,8 @@ def print_report(cases: list[Case], rounds: int, load_start: float) -> bool:
         "  (after one discarded warm-up child that fills the bytecode cache) calls",
         "  destinations.save_export(hook, HASH, 's3://BUCKET/PREFIX/', output_conn_id='aws_default'):",
         "  download to a temp folder, then upload through ObjectStoragePath and s3fs. The emulator and",
-        "  moto's S3 server (python -m tests.s3) run in processes of their own, on 127.0.0.1. Each object is",
-        "  checked (size, sha256, ContentType, no multipart upload left open), then deleted.",
+        "  moto's S3 server (python -m testkit.s3) run in processes of their own, on 127.0.0.1. Each object",
+        "  is checked (size, sha256, ContentType, no multipart upload left open), then deleted.",
         f"  {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load average (1 min)"
         f" {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.",
     ]
@@ -325,7 +325,7 @@ def print_report(cases: list[Case], rounds: int, load_start: float) -> bool:
 def run_benchmark(args: argparse.Namespace, work: Path, started: list[subprocess.Popen[str]]) -> bool:
     import boto3
 
-    from tests.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, aws_connection_json, offline_aws_env
+    from testkit.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, aws_connection_json, offline_aws_env
 
     load_start = os.getloadavg()[0]
     api_key = "cexk_" + secrets.token_hex(18)[:35]
@@ -333,7 +333,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, started: list[subprocess
     big = start_emulator(api_key, args.size_mib * MIB, work, started)
     # moto in its own process too: this one stays small, so no child inherits a large ru_maxrss at fork.
     moto_url = start_server(
-        [sys.executable, "-m", "tests.s3"], "moto S3 listening on ", work / "moto.log", started
+        [sys.executable, "-m", "testkit.s3"], "moto S3 listening on ", work / "moto.log", started
     )
     os.environ.update(offline_aws_env())  # this process's boto3 client too: never AWS
     client = boto3.client(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator
-from importlib.metadata import version
 
 import pytest
+
+import testkit  # imports no Airflow: safe before AIRFLOW_HOME is set
+from testkit import AIRFLOW_V3 as AIRFLOW_V3  # tests branch on it (the metadata DB, dag.test(), the form)
 
 # Airflow reads its configuration at import time: point it at a throwaway home first.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="cex-test-airflow-")
@@ -24,20 +25,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
-#: Airflow 2.11 and 3.x differ in the metadata DB, dag.test() and the connection form: tests branch on this
-#: (read from the distribution, so that importing this conftest does not import Airflow).
-AIRFLOW_V3 = int(version("apache-airflow").split(".")[0]) >= 3
-
 #: A realistic 40-character key: Airflow does not mask secrets shorter than 5 characters.
 API_KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"
 CONN_ENV = "AIRFLOW_CONN_CONTENT_EXPORTER_DEFAULT"
 
 
 def connection_json(base_url: str, api_key: str = API_KEY, **extra: object) -> str:
-    conn: dict[str, object] = {"conn_type": "content_exporter", "host": base_url, "password": api_key}
-    if extra:
-        conn["extra"] = extra
-    return json.dumps(conn)
+    return testkit.connection_json(base_url, api_key, **extra)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tests.loopback import LoopbackServer
+from testkit.loopback import LoopbackServer
 
 API_KEY_HEADER = "cex-api-key"
 #: Request headers meant for the proxy or this one connection, not for the target.

@@ -17,9 +17,7 @@ from airflow_provider_cex.emulator import run_emulator
 from airflow_provider_cex.operators.content_exporter import ContentExporterDownloadExportOperator
 from airflow_provider_cex.operators.destinations import UPLOAD_PART_BYTES
 from airflow_provider_cex.operators.export import ContentExporterExportOperator
-from tests.conftest import API_KEY, CONN_ENV, connection_json
-from tests.e2e.conftest import run_dag, task_states, xcom_value
-from tests.s3 import (
+from testkit.s3 import (
     CuttableRelay,
     MotoS3,
     aws_connection_json,
@@ -27,6 +25,8 @@ from tests.s3 import (
     offline_aws_env,
     running,
 )
+from tests.conftest import API_KEY, CONN_ENV, connection_json
+from tests.e2e.conftest import run_dag, task_states, xcom_value
 
 LOGICAL_DATE = pendulum.datetime(2026, 11, 26, tz="UTC")
 BUCKET = "cex-exports"

@@ -1,7 +1,7 @@
 """The fast subset of the fault matrix: one seeded run of every fault kind on every endpoint it applies to.
 
 The full matrix (several seeds per cell, a few hundred runs) is ``make faults`` /
-``python benchmarks/fault_matrix.py``; both classify runs with ``tests/faults/matrix.py``.
+``python -m benchmarks.fault_matrix``; both classify runs with ``testkit/fault_matrix.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.faults.matrix import MUST_SUCCEED, fault_kinds, format_table, run_matrix
+from testkit.fault_matrix import MUST_SUCCEED, fault_kinds, format_table, run_matrix
 
 
 @pytest.mark.timeout(600)

@@ -1,5 +1,5 @@
 """An asyncio TCP server on 127.0.0.1, on a free port, with its own thread and event loop: the base of the
-test proxy (:mod:`tests.proxy`) and the S3 relay (:mod:`tests.s3`). Subclasses implement ``_handle`` and
+test proxy (:mod:`tests.proxy`) and the S3 relay (:mod:`testkit.s3`). Subclasses implement ``_handle`` and
 say in ``_close_connections`` how to drop what is still open when the server stops.
 """
 

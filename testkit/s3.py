@@ -13,7 +13,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from tests.loopback import LoopbackServer
+from testkit import AIRFLOW_V3
+from testkit.loopback import LoopbackServer
 
 REGION = "us-east-1"
 #: Dummy credentials: moto accepts any, and they are not AWS's documented example keys by design.
@@ -51,8 +52,6 @@ def aws_connection_json(endpoint_url: str, *, attempts: int = 2) -> str:
 
 def forget_s3_filesystems() -> None:
     """Drop Airflow's cached ``s3`` filesystems: each test points its connection at another port."""
-    from tests.conftest import AIRFLOW_V3
-
     if AIRFLOW_V3:
         from airflow.sdk.io.store import _STORE_CACHE
     else:
@@ -201,7 +200,7 @@ def running(server: Any) -> Iterator[Any]:
 
 
 def serve(argv: list[str] | None = None) -> int:
-    """``python -m tests.s3``: moto's S3 server in a process of its own (benchmarks), until SIGTERM or SIGINT.
+    """``python -m testkit.s3``: moto's S3 server in a process of its own (benchmarks), until SIGTERM/SIGINT.
 
     Prints ``moto S3 listening on http://127.0.0.1:PORT`` once it listens.
     """

@@ -1,9 +1,10 @@
 """The fault matrix: seeded start -> poll -> download runs through the hook against a hostile emulator.
 
-Shared by ``tests/faults/test_fault_matrix.py`` (a fast subset, in CI) and ``benchmarks/fault_matrix.py``
-(the full matrix and its table). Each run arms one fault kind on one endpoint (or a seeded chaos schedule on
-all of them), then does what the operators and the sensor do: start once, poll until complete or failed
-(a transient progress error is "not done yet", as in the sensor), download into a folder. It ends as:
+In ``testkit/`` (neither tests nor benchmarks, not shipped), shared by ``tests/faults/test_fault_matrix.py``
+(a fast subset, in CI) and ``benchmarks/fault_matrix.py`` (the full matrix and its table). Each run arms one
+fault kind on one endpoint (or a seeded chaos schedule on all of them), then does what the operators and the
+sensor do: start once, poll until complete or failed (a transient progress error is "not done yet", as in the
+sensor), download into a folder. It ends as:
 
 - ``success``: the file in the folder is byte-identical (sha256) and has a safe name inside the folder;
 - ``clean``: a provider error (``ContentExporterError``) with a clear, bounded, key-free message, and
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from testkit import connection_json
 
 #: A realistic 40-character key (Airflow masks only secrets of 5+ characters).
 KEY = "cexk_9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e"
@@ -470,7 +473,7 @@ def one_trigger_run(emu: Any, foreign: Any, name: str, arm: Arm, seed: int) -> O
     retries: list[Any] = []
 
     class CountingTrigger(ContentExporterExportTrigger):
-        def _hook(self) -> ContentExporterAsyncHook:
+        def make_hook(self) -> ContentExporterAsyncHook:
             return ContentExporterAsyncHook(self.content_exporter_conn_id, on_retry=retries.append)
 
     rng = random.Random(f"{name}/{TRIGGER}/{seed}")
@@ -541,7 +544,6 @@ def _sha256(path: Path) -> str:
 def matrix_emulators() -> Iterator[tuple[Any, Any]]:
     """The emulator under test and a second origin (a 'pre-signed URL host') that must never see the key."""
     from airflow_provider_cex.emulator import run_emulator
-    from tests.conftest import connection_json
 
     with (
         run_emulator(api_key=KEY, export_seconds=EXPORT_SECONDS, artifact_bytes=ARTIFACT_BYTES) as emu,
