@@ -55,7 +55,7 @@ def conn_fields() -> dict[str, dict[str, Any]]:
 
     Airflow 3 reads them from the provider info (``conn-fields``), Airflow 2.11 from the hook's
     ``get_connection_form_widgets``, which builds its widgets from this same table. Each schema
-    accepts exactly the values :func:`airflow_provider_cex.protocol.settings_from_connection` accepts
+    accepts exactly the values :func:`airflow_provider_cex.settings.settings_from_connection` accepts
     (``tests/unit/test_connection_form_schema.py`` holds the two together):
 
     - ``region``: a dropdown in Airflow 3 (``enum`` with a labelled "not set" choice, stored as null).

@@ -12,9 +12,9 @@ import os
 import re
 from dataclasses import dataclass
 
-from airflow_provider_cex.core import DESCRIPTOR_COMMAND, path_origin
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
-from airflow_provider_cex.protocol import ConnectionSettings
+from airflow_provider_cex.failures import DESCRIPTOR_COMMAND, path_origin
+from airflow_provider_cex.settings import ConnectionSettings
 
 #: The export hash Test Connection asks about; no real export has it.
 PROBE_HASH = "airflow-connection-test"

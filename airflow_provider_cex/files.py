@@ -18,7 +18,7 @@ from email.message import Message
 from typing import BinaryIO
 
 from airflow_provider_cex.exceptions import ContentExporterError
-from airflow_provider_cex.protocol import scrub
+from airflow_provider_cex.redaction import scrub
 
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 _BAD_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')

@@ -409,7 +409,7 @@ def endpoints_from_openapi(document: Mapping[str, Any]) -> dict[str, str]:
         template = op.path.replace("{" + op.path_params[0] + "}", "{" + PLACEHOLDER[call] + "}")
         result[call] = op.prefixes[0] + template
     if not problems:
-        from airflow_provider_cex.protocol import parse_endpoints  # imports Airflow: only when needed
+        from airflow_provider_cex.settings import parse_endpoints  # imports Airflow: only when needed
 
         try:
             return parse_endpoints(result)
@@ -466,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
             source = stdin.read() if stdin is not None else sys.stdin.read().encode()
         endpoints = endpoints_from_openapi(load_document(source))
-        from airflow_provider_cex.protocol import resolve_base_url
+        from airflow_provider_cex.settings import resolve_base_url
 
         host = resolve_base_url(args.host)
     except (OpenAPIError, ValueError) as exc:

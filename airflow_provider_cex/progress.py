@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 if TYPE_CHECKING:
-    from airflow_provider_cex.protocol import ExportProgress
+    from airflow_provider_cex.answers import ExportProgress
 
 
 class Step(StrEnum):

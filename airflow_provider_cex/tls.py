@@ -15,8 +15,8 @@ from airflow_provider_cex.exceptions import ContentExporterError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from airflow_provider_cex.core import Call
-    from airflow_provider_cex.protocol import ConnectionSettings
+    from airflow_provider_cex.policy import Call
+    from airflow_provider_cex.settings import ConnectionSettings
 
 #: OpenSSL verify codes saying the issuer is not trusted (the right CA bundle fixes it): unable to get the
 #: issuer (2, 20), self-signed leaf (18) or chain (19), unable to verify the leaf's signature (21).

@@ -268,7 +268,7 @@ def use_connection(base_url: str, timeout: tuple[float, float]) -> None:
         }
     )
     from airflow_provider_cex.hooks.content_exporter_async import SETTINGS_CACHE
-    from airflow_provider_cex.protocol import settings_from_connection
+    from airflow_provider_cex.settings import settings_from_connection
 
     settings = settings_from_connection(CONN_ID, base_url, API_KEY, None, connection_extra(timeout))
 
@@ -418,8 +418,8 @@ def run_c3() -> dict[str, Any]:
 def run_c2() -> dict[str, Any]:
     server = RawServer(dripping_handler, MAX_CONNECTIONS)
     use_connection(server.base_url, (2, 3))
-    from airflow_provider_cex.core import RetryPolicy
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+    from airflow_provider_cex.policy import RetryPolicy
 
     hook = ContentExporterHook(CONN_ID, retry_policy=RetryPolicy(max_retries=0))
     hook.settings  # noqa: B018

@@ -327,9 +327,9 @@ def one_run(emu: Any, foreign: Any, name: str, endpoint: str, arm: Arm, seed: in
     """Arm one fault, run start -> poll -> download through the hook, classify the outcome."""
     if endpoint == TRIGGER:
         return one_trigger_run(emu, foreign, name, arm, seed)
-    from airflow_provider_cex.core import RetryPolicy
     from airflow_provider_cex.exceptions import ContentExporterError, ContentExporterTransientError
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+    from airflow_provider_cex.policy import RetryPolicy
 
     rng = random.Random(f"{name}/{endpoint}/{seed}")
     retries: list[Any] = []  # RetryEvents: retried calls and resumed downloads

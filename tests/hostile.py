@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_provider_cex.core import RetryPolicy
+from airflow_provider_cex.policy import RetryPolicy
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 
 MIB = 1024 * 1024
@@ -438,7 +438,7 @@ ECHOED_FORMS: dict[str, Callable[[str], str]] = {
 def key_cut_by_the_snippet(form: str) -> bytes:
     """An error body of blanks, then the echoed key, placed so snippet's bounded head ends one character
     before the key's end (the blanks collapse, so the key would be the quoted text)."""
-    head = 8 * 200 + 4 * len(SPECIAL_KEY)  # protocol.snippet's head for the default limit
+    head = 8 * 200 + 4 * len(SPECIAL_KEY)  # redaction.snippet's head for the default limit
     echoed = ECHOED_FORMS[form](SPECIAL_KEY)
     return (" " * (head - len(echoed) + 1) + echoed + " and more" * 20).encode()
 

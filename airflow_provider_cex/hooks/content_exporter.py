@@ -1,8 +1,9 @@
-"""ContentExporterHook: the Remote API over requests, a thin driver of :mod:`airflow_provider_cex.core`.
+"""ContentExporterHook: the Remote API over requests, a thin driver of :mod:`airflow_provider_cex.policy`.
 
-The hook sends, reads and sleeps; whether to retry, follow a redirect (and with the key or not),
-or fail with which error is decided in :mod:`~airflow_provider_cex.core`, the same code the
-async hook for triggers (:mod:`.content_exporter_async`) drives. Files on disk are
+The hook sends, reads and sleeps; whether to retry, follow a redirect (and with the key or not) is decided in
+:mod:`~airflow_provider_cex.policy`, which error a failure becomes in :mod:`~airflow_provider_cex.failures`,
+and answers are read by :mod:`~airflow_provider_cex.answers`: the same code the async hook for triggers
+(:mod:`.content_exporter_async`) drives. Files on disk are
 :mod:`~airflow_provider_cex.files`' business. Operators and sensors never see a response object.
 """
 
@@ -32,32 +33,27 @@ from airflow_provider_cex import (
     TIMEOUT_TEXT_PATTERN,
     conn_fields,
 )
-from airflow_provider_cex.core import (
+from airflow_provider_cex.answers import (
     MAX_ERROR_BODY,
-    MAX_REDIRECTS,
     MAX_SMALL_BODY,
-    START_UNCERTAIN_ADVICE,
-    Call,
-    Retries,
-    RetryableFailure,
-    RetryEvent,
-    RetryPolicy,
+    DownloadedExport,
+    ExportProgress,
     UnreadableBody,
     decode_progress,
-    default_headers,
-    failure_for_status,
-    key_header,
-    redirect,
-    route_exists,
-    should_probe_route,
-    too_many_redirects,
-    unreadable_answer,
+    parse_export_hash,
 )
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
 from airflow_provider_cex.exceptions import (
     ContentExporterError,
     ContentExporterProtocolError,
     ContentExporterStartUncertainError,
+)
+from airflow_provider_cex.failures import (
+    START_UNCERTAIN_ADVICE,
+    failure_for_status,
+    route_exists,
+    should_probe_route,
+    unreadable_answer,
 )
 from airflow_provider_cex.files import TempFiles, final_path, is_folder, refuse_existing
 from airflow_provider_cex.hooks.download import copy_with_resume
@@ -68,17 +64,21 @@ from airflow_provider_cex.hooks.requests_io import (
     proxy_in_use,
     read_body,
 )
-from airflow_provider_cex.protocol import (
-    KEY_TRIMMED_WARNING,
-    ConnectionSettings,
-    DownloadedExport,
-    ExportProgress,
-    build_start_body,
-    parse_export_hash,
-    scrub,
-    settings_from_connection,
-    validate_export_hash,
+from airflow_provider_cex.inputs import build_start_body, validate_export_hash
+from airflow_provider_cex.policy import (
+    MAX_REDIRECTS,
+    Call,
+    Retries,
+    RetryableFailure,
+    RetryEvent,
+    RetryPolicy,
+    default_headers,
+    key_header,
+    redirect,
+    too_many_redirects,
 )
+from airflow_provider_cex.redaction import scrub
+from airflow_provider_cex.settings import KEY_TRIMMED_WARNING, ConnectionSettings, settings_from_connection
 from airflow_provider_cex.tls import (
     VERIFY_OFF_WARNING,
     quiet_insecure_request_warnings,
@@ -122,7 +122,7 @@ class ContentExporterHook(BaseHook):
         exponential backoff with jitter, ``Retry-After`` honoured up to 60 s).
     :param rng: random source of the backoff jitter (default: a fresh ``random.Random``).
     :param sleep: how to wait between attempts (default ``time.sleep``).
-    :param on_retry: called with a :class:`~airflow_provider_cex.core.RetryEvent` before each wait
+    :param on_retry: called with a :class:`~airflow_provider_cex.policy.RetryEvent` before each wait
         (retries of a call and resumes of a broken download), e.g. to count them.
     """
 
@@ -264,8 +264,8 @@ class ContentExporterHook(BaseHook):
         page, payload = build_start_body(page_id, body)
         call = Call(START_EXPORT, page)
         url = self.settings.url(START_EXPORT, page)
-        # A POST is repeated only when it surely was not processed: core.failure_for_status and
-        # core.network_failure decide.
+        # A POST is repeated only when it surely was not processed: failures.failure_for_status and
+        # failures.network_failure decide.
         _status, headers, raw = self._with_retries(call, lambda: self._attempt_small(call, url, payload))
         try:
             export_hash = parse_export_hash(raw, headers.get("Content-Type"), self.settings.api_key)
@@ -284,7 +284,10 @@ class ContentExporterHook(BaseHook):
         call = Call(EXPORT_PROGRESS, export_hash)
         url = self.settings.url(EXPORT_PROGRESS, export_hash)
         _status, _headers, raw = self._with_retries(call, lambda: self._attempt_small(call, url))
-        return decode_progress(export_hash, raw, self.settings.api_key)
+        try:
+            return decode_progress(export_hash, raw, self.settings.api_key)
+        except UnreadableBody as err:  # JSON nested too deeply
+            raise unreadable_answer(call, err.reason) from None
 
     def download_export(
         self,
@@ -385,7 +388,7 @@ class ContentExporterHook(BaseHook):
             settings = self.settings
             progress_url = settings.url(EXPORT_PROGRESS, PROBE_HASH)
             resp = self._send("GET", progress_url)
-            if resp.status_code == 407:  # the proxy's login, not the key: the core words it
+            if resp.status_code == 407:  # the proxy's login, not the key: failures words it
                 self._check_status(resp, Call(EXPORT_PROGRESS, PROBE_HASH), progress_url)
             resp.close()
         except ContentExporterError as err:
@@ -517,7 +520,7 @@ class ContentExporterHook(BaseHook):
         """One attempt of a call with a small body: returns (status, headers, body).
 
         The attempt as a whole (redirects, headers, body) ends by ``connect + read`` seconds of the
-        connection's timeout; the body is decoded within :data:`~airflow_provider_cex.core.MAX_SMALL_BODY`.
+        connection's timeout; the body is decoded within :data:`~airflow_provider_cex.answers.MAX_SMALL_BODY`.
         """
         settings = self.settings
         deadline = Deadline(settings.connect_timeout + settings.read_timeout, settings.read_timeout)

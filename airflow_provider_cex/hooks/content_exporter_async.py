@@ -1,8 +1,9 @@
-"""ContentExporterAsyncHook: progress polling over aiohttp for triggers, on the same core as the sync hook.
+"""ContentExporterAsyncHook: progress polling over aiohttp for triggers, on the same policy as the sync hook.
 
-It makes the same decisions as the requests hook (retries, redirects, errors), from the same code;
-only sending, reading and sleeping differ. Everything is imported at the top, so no import runs on
-a triggerer's event loop.
+It makes the same decisions as the requests hook (retries, redirects, errors), from the same code
+(:mod:`~airflow_provider_cex.policy`, :mod:`~airflow_provider_cex.failures`,
+:mod:`~airflow_provider_cex.answers`); only sending, reading and sleeping differ. Everything is imported at
+the top, so no import runs on a triggerer's event loop.
 """
 
 from __future__ import annotations
@@ -23,38 +24,42 @@ from airflow.providers.common.compat.sdk import BaseHook
 from yarl import URL
 
 from airflow_provider_cex import DEFAULT_CONN_ID
-from airflow_provider_cex.core import (
-    CONNECTION_REFUSED,
+from airflow_provider_cex.answers import (
     MAX_ERROR_BODY,
-    MAX_REDIRECTS,
     MAX_SMALL_BODY,
     BodyDecoder,
+    ExportProgress,
+    UnreadableBody,
+    decode_progress,
+)
+from airflow_provider_cex.endpoints import EXPORT_PROGRESS
+from airflow_provider_cex.failures import (
+    CONNECTION_REFUSED,
+    failure_for_status,
+    proxy_failure,
+    route_exists,
+    should_probe_route,
+    unreadable_answer,
+)
+from airflow_provider_cex.inputs import validate_export_hash
+from airflow_provider_cex.policy import (
+    MAX_REDIRECTS,
     Call,
     Retries,
     RetryableFailure,
     RetryEvent,
     RetryPolicy,
-    UnreadableBody,
-    decode_progress,
     default_headers,
-    failure_for_status,
     key_header,
-    proxy_failure,
     redirect,
-    route_exists,
-    should_probe_route,
     too_many_redirects,
-    unreadable_answer,
 )
-from airflow_provider_cex.endpoints import EXPORT_PROGRESS
-from airflow_provider_cex.protocol import (
+from airflow_provider_cex.settings import (
     KEY_TRIMMED_WARNING,
     ConnectionSettings,
-    ExportProgress,
     origin_of,
     proxy_label,
     settings_from_connection,
-    validate_export_hash,
 )
 from airflow_provider_cex.tls import VERIFY_OFF_WARNING, ssl_context, tls_failure
 
@@ -76,7 +81,7 @@ class ContentExporterAsyncHook(BaseHook):
     :param retry_policy: as for the sync hook.
     :param rng: random source of the backoff jitter.
     :param sleep: how to wait between attempts (default ``asyncio.sleep``).
-    :param on_retry: called with a :class:`~airflow_provider_cex.core.RetryEvent` before each wait.
+    :param on_retry: called with a :class:`~airflow_provider_cex.policy.RetryEvent` before each wait.
     """
 
     def __init__(
@@ -117,7 +122,7 @@ class ContentExporterAsyncHook(BaseHook):
         self._session = aiohttp.ClientSession(
             headers=default_headers(f"aiohttp/{aiohttp.__version__}"),
             trust_env=False,  # the environment's proxy is resolved above, not again at every poll
-            auto_decompress=False,  # bodies are decoded by the core's BodyDecoder, within its limit
+            auto_decompress=False,  # bodies are decoded by answers.BodyDecoder, within its limit
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
             ),
@@ -163,7 +168,10 @@ class ContentExporterAsyncHook(BaseHook):
             event = retries.wait_after(failure)
             event.log(self.log)
             await self.sleep(event.wait)
-        return decode_progress(export_hash, raw, self.settings.api_key)
+        try:
+            return decode_progress(export_hash, raw, self.settings.api_key)
+        except UnreadableBody as err:  # JSON nested too deeply
+            raise unreadable_answer(call, err.reason) from None
 
     async def _get_small(self, url: str, call: Call) -> bytes:
         """One GET attempt, redirects followed by hand (the key goes to the application origin only)."""

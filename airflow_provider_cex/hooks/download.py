@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import requests
 import urllib3
 
-from airflow_provider_cex.core import BodyDecoder, Call, Retries, RetryableFailure
+from airflow_provider_cex.answers import BodyDecoder
 from airflow_provider_cex.exceptions import ContentExporterProtocolError, ContentExporterTransientError
 from airflow_provider_cex.hooks.requests_io import raw_reader
+from airflow_provider_cex.policy import Call, Retries, RetryableFailure
 
 if TYPE_CHECKING:
     from requests import Response

@@ -1,8 +1,9 @@
 """What :class:`~airflow_provider_cex.hooks.content_exporter.ContentExporterHook` needs from requests besides
 sending: reading a capped body, telling network errors apart and naming the proxy a request went through.
 
-Decisions (retry or not, which error, which words) stay in :mod:`airflow_provider_cex.core`; this module
-only turns requests' exceptions and settings into the facts the core asks for.
+Decisions (retry or not, which error, which words) stay in :mod:`airflow_provider_cex.policy` and
+:mod:`airflow_provider_cex.failures`; this module only turns requests' exceptions and settings into the facts
+they ask for.
 """
 
 from __future__ import annotations
@@ -22,15 +23,11 @@ import requests
 import requests.adapters
 import urllib3
 
-from airflow_provider_cex.core import (
-    CONNECTION_REFUSED,
-    BodyDecoder,
-    Call,
-    network_failure,
-    proxy_failure,
-    tls_failure,
-)
-from airflow_provider_cex.protocol import ConnectionSettings, proxy_label
+from airflow_provider_cex.answers import BodyDecoder
+from airflow_provider_cex.failures import CONNECTION_REFUSED, network_failure, proxy_failure
+from airflow_provider_cex.policy import Call
+from airflow_provider_cex.settings import ConnectionSettings, proxy_label
+from airflow_provider_cex.tls import tls_failure
 
 if TYPE_CHECKING:
     from requests import Response
@@ -153,10 +150,10 @@ def response_socket(resp: Response) -> socket.socket | None:
 
 def read_body(resp: Response, limit: int, *, strict: bool = True, deadline: Deadline | None = None) -> bytes:
     """A small body, decoded (gzip, deflate) up to ``limit`` bytes by
-    :class:`~airflow_provider_cex.core.BodyDecoder`.
+    :class:`~airflow_provider_cex.answers.BodyDecoder`.
 
     ``strict``: a body over the limit, corrupt or in an unknown coding raises
-    :class:`~airflow_provider_cex.core.UnreadableBody`; otherwise what was read is returned (error bodies,
+    :class:`~airflow_provider_cex.answers.UnreadableBody`; otherwise what was read is returned (error bodies,
     to quote). ``deadline``: each read waits at most until it, and reading stops there with
     :class:`DeadlineExceeded`. Network errors are raised as requests' exceptions, as ``iter_content`` does.
     """
@@ -217,7 +214,8 @@ def proxy_in_use(settings: ConnectionSettings, url: str) -> str | None:
 def failure_of(
     err: requests.RequestException, call: Call, settings: ConnectionSettings, url: str
 ) -> Exception:
-    """The core's answer to a requests exception (on ``url``, or the redirect it failed on)."""
+    """The failure (:mod:`~airflow_provider_cex.failures`) for a requests exception (on ``url``, or the
+    redirect it failed on)."""
     url = getattr(err.request, "url", None) or url
     if isinstance(err, requests.exceptions.ProxyError):  # the request never got past the proxy
         from urllib3.exceptions import ConnectTimeoutError, NewConnectionError

@@ -2,8 +2,9 @@
 :class:`StartsExport` (validate, start once, log it, push the link) and :class:`SavesExport` (save, report,
 clean up when killed).
 
-The operator modules (:mod:`.content_exporter`, :mod:`.export`) and the sensor build on this module; it
-imports none of them. Kept cheap to import: the hook, and with it ``requests``, loads only when a task runs.
+The operator modules (:mod:`~airflow_provider_cex.operators.content_exporter`, :mod:`.export`) and the sensor
+build on this module; it imports none of them. Kept cheap to import: the hook, and with it ``requests``, loads
+only when a task runs.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def push_page_link(context: Context, confluence_url: str | None, page_id: str) -
     """
     if not confluence_url:
         return None
-    from airflow_provider_cex.protocol import confluence_page_url
+    from airflow_provider_cex.settings import confluence_page_url
 
     url = confluence_page_url(confluence_url, page_id)
     ti = context["ti"]
@@ -98,7 +99,7 @@ def check_literal_page_id(page_id: Any) -> None:
     """A literal bad page id fails at DAG parse, not at 2 a.m. (``ValueError``); a templated one is checked
     when the task runs."""
     if isinstance(page_id, (str, int)) and not is_templated(page_id):
-        from airflow_provider_cex.protocol import validate_page_id
+        from airflow_provider_cex.inputs import validate_page_id
 
         validate_page_id(page_id)
 
@@ -166,7 +167,7 @@ class StartsExport:
     _started_at: float | None = None  # Unix time the export was started by this process
 
     def _validated_page_id(self) -> str:
-        from airflow_provider_cex.protocol import validate_page_id
+        from airflow_provider_cex.inputs import validate_page_id
 
         op: Any = self
         try:

@@ -1,7 +1,8 @@
-"""The start and download operators (and, re-exported, the one-task :class:`ContentExporterExportOperator`).
+"""The start and download operators (and, re-exported, the one-task ``ContentExporterExportOperator``).
 
 Kept cheap to import (DAG files import it at every parse): the hook, and with it ``requests``, is imported
-only when a task runs. What the operators share is in :mod:`.base`.
+only when a task runs. What the operators share is in :mod:`.base`; the one-task operator is
+:class:`~airflow_provider_cex.operators.export.ContentExporterExportOperator`.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ class ContentExporterDownloadExportOperator(SavesExport, BaseOperator):
         return self.fsync
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_cex.protocol import validate_export_hash
+        from airflow_provider_cex.inputs import validate_export_hash
 
         try:
             export_hash = validate_export_hash(self.export_hash)

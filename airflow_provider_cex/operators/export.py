@@ -30,9 +30,9 @@ from airflow_provider_cex.operators.base import (
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_cex.answers import ExportProgress
     from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
     from airflow_provider_cex.progress import ExportWatch
-    from airflow_provider_cex.protocol import ExportProgress
 
 #: The mixin's stand-in below Airflow 3.3 has no task_state_store: every try starts a new export there.
 _CAN_RESUME = not ResumableJobMixin.__module__.endswith("_resumable_job_mixin")

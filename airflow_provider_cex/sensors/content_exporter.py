@@ -208,7 +208,7 @@ class ContentExporterExportSensor(BaseSensorOperator):
         return self._watch
 
     def _validated_hash(self) -> str:
-        from airflow_provider_cex.protocol import validate_export_hash
+        from airflow_provider_cex.inputs import validate_export_hash
 
         try:
             return validate_export_hash(self.export_hash)

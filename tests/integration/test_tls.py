@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.exceptions import ContentExporterError, ContentExporterTransientError
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+from airflow_provider_cex.policy import RetryPolicy
 from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 

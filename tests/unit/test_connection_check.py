@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_cex.connection_check import ProbeAnswers, verdict
-from airflow_provider_cex.core import Call, RetryableFailure, failure_for_status, not_found_error
 from airflow_provider_cex.endpoints import (
     DEFAULT_PATHS,
     DOCUMENTED,
@@ -18,7 +17,9 @@ from airflow_provider_cex.endpoints import (
     START_EXPORT,
 )
 from airflow_provider_cex.exceptions import ContentExporterNotFoundError, ContentExporterTransientError
-from airflow_provider_cex.protocol import settings_from_connection
+from airflow_provider_cex.failures import failure_for_status, not_found_error
+from airflow_provider_cex.policy import Call, RetryableFailure
+from airflow_provider_cex.settings import settings_from_connection
 
 KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"
 URL = "https://cex.example.com/api/remoteExport/1/init"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_cex import EU_APPLICATION_URL, US_APPLICATION_URL, get_provider_info
 from airflow_provider_cex.exceptions import ContentExporterError
-from airflow_provider_cex.protocol import settings_from_connection
+from airflow_provider_cex.settings import settings_from_connection
 
 KEY = "cexk_form_schema_test_key_0123456789"
 HOST = "https://cex.example.test"

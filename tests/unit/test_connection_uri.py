@@ -22,7 +22,7 @@ from airflow_provider_cex import EU_APPLICATION_URL, US_APPLICATION_URL
 from airflow_provider_cex.exceptions import ContentExporterAuthError
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
 from airflow_provider_cex.hooks.content_exporter_async import lookup_settings
-from airflow_provider_cex.protocol import settings_from_connection
+from airflow_provider_cex.settings import settings_from_connection
 from tests.conftest import AIRFLOW_V3
 
 #: An API key with every character a URI must percent-encode.

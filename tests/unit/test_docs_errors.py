@@ -306,8 +306,8 @@ def test_the_finder_sees_the_known_messages() -> None:
     """A guard against the finder quietly finding nothing (e.g. after the message helpers are refactored)."""
     literals = " | ".join(u.literal for u in _units())
     for expected in (
-        "Content Exporter rejected the API key while trying to",  # a raise, in core
-        "there is no start-export endpoint at",  # a local variable of a message, in core.not_found_error
+        "Content Exporter rejected the API key while trying to",  # a raise, in failures
+        "there is no start-export endpoint at",  # a local variable of a message, in failures.not_found_error
         "a second attempt could start a second export",  # a module constant (START_UNCERTAIN_ADVICE)
         "already exists and overwrite=False",  # a message helper (files.exists_message)
         "is reachable but rejected the API key",  # Test Connection's (False, message)

@@ -24,7 +24,7 @@ from airflow_provider_cex.openapi import (
     main,
     words,
 )
-from airflow_provider_cex.protocol import parse_endpoints
+from airflow_provider_cex.settings import parse_endpoints
 
 JSON_OK = {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}}
 

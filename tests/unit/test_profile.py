@@ -98,7 +98,7 @@ def test_one_recorded_export_becomes_the_export_body_without_root_content_id(tmp
 
 
 def test_the_profile_written_to_a_file_is_accepted_by_the_operator_body_builder(tmp_path, capsys):
-    from airflow_provider_cex.protocol import build_start_body
+    from airflow_provider_cex.inputs import build_start_body
 
     har = write_har(tmp_path, entry(init_url("999"), payload={**SETTINGS, "rootContentId": 999}))
     code, out, _ = run(capsys, "--from-har", str(har))

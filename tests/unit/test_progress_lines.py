@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pendulum
 import pytest
 
+from airflow_provider_cex.answers import ExportProgress
 from airflow_provider_cex.progress import (
     LOG_AT_LEAST_SECONDS,
     ExportWatch,
@@ -21,7 +22,6 @@ from airflow_provider_cex.progress import (
     size,
     timestamp,
 )
-from airflow_provider_cex.protocol import ExportProgress
 
 HASH = "cd58a1f0e2b34c5d"
 T0 = 1_800_000_000.0  # the export started here

@@ -10,17 +10,14 @@ from email.utils import formatdate
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cex.core import RetryPolicy, parse_retry_after
+from airflow_provider_cex.answers import parse_export_hash, parse_progress
 from airflow_provider_cex.endpoints import DEFAULT_PATHS, ENDPOINT_NAMES, PLACEHOLDER
 from airflow_provider_cex.exceptions import ContentExporterProtocolError
 from airflow_provider_cex.files import filename_from_content_disposition, sanitize_filename
-from airflow_provider_cex.protocol import (
-    parse_export_hash,
-    parse_progress,
-    render_endpoint,
-    snippet,
-    validate_export_hash,
-)
+from airflow_provider_cex.inputs import validate_export_hash
+from airflow_provider_cex.policy import RetryPolicy, parse_retry_after
+from airflow_provider_cex.redaction import snippet
+from airflow_provider_cex.settings import render_endpoint
 
 KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"
 json_values = st.recursive(

@@ -11,33 +11,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cex.core import (
-    Call,
-    RetryPolicy,
-    error_for_status,
-    is_retryable_status,
-    parse_retry_after,
-)
+from airflow_provider_cex import EU_APPLICATION_URL, US_APPLICATION_URL
+from airflow_provider_cex.answers import parse_export_hash, parse_progress
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterError,
     ContentExporterProtocolError,
 )
+from airflow_provider_cex.failures import error_for_status
 from airflow_provider_cex.files import default_filename, filename_from_content_disposition, sanitize_filename
-from airflow_provider_cex.protocol import (
-    EU_APPLICATION_URL,
-    US_APPLICATION_URL,
-    build_start_body,
+from airflow_provider_cex.inputs import build_start_body, validate_export_hash, validate_page_id
+from airflow_provider_cex.policy import Call, RetryPolicy, is_retryable_status, parse_retry_after
+from airflow_provider_cex.redaction import snippet
+from airflow_provider_cex.settings import (
     parse_endpoints,
-    parse_export_hash,
-    parse_progress,
     parse_timeout,
     render_endpoint,
     resolve_base_url,
     settings_from_connection,
-    snippet,
-    validate_export_hash,
-    validate_page_id,
 )
 
 KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.exceptions import ContentExporterTransientError
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+from airflow_provider_cex.policy import RetryPolicy
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 
 MIB = 1024 * 1024

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_cex import files
-from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.exceptions import ContentExporterError, ContentExporterTransientError
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+from airflow_provider_cex.policy import RetryPolicy
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 
 FAST_RETRIES = RetryPolicy(max_retries=3, backoff_base=0.01, backoff_max=0.05, retry_after_cap=5)

@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterError,
@@ -26,7 +25,9 @@ from airflow_provider_cex.exceptions import (
     ContentExporterTransientError,
 )
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
-from airflow_provider_cex.protocol import parse_low_speed, snippet
+from airflow_provider_cex.policy import RetryPolicy
+from airflow_provider_cex.redaction import snippet
+from airflow_provider_cex.settings import parse_low_speed
 from tests import hostile
 from tests.conftest import API_KEY
 from tests.hostile import HASH, MIB, Conn, Seen, assert_no_key, point_connection, progress_server

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.exceptions import (
     ContentExporterAuthError,
     ContentExporterError,
@@ -24,7 +23,9 @@ from airflow_provider_cex.exceptions import (
 )
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
 from airflow_provider_cex.hooks.content_exporter_async import ContentExporterAsyncHook
-from airflow_provider_cex.protocol import parse_proxies, redact_url, settings_from_connection
+from airflow_provider_cex.policy import RetryPolicy
+from airflow_provider_cex.redaction import redact_url
+from airflow_provider_cex.settings import parse_proxies, settings_from_connection
 from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 from tests.proxy import ForwardingProxy

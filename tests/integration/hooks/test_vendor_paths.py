@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.emulator import run_emulator
 from airflow_provider_cex.exceptions import ContentExporterNotFoundError
 from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+from airflow_provider_cex.policy import RetryPolicy
 from airflow_provider_cex.triggers.content_exporter import ContentExporterExportTrigger
 from tests.conftest import API_KEY, CONN_ENV, connection_json
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from airflow_provider_cex.core import RetryPolicy
 from airflow_provider_cex.exceptions import ContentExporterTransientError
 from airflow_provider_cex.hooks.content_exporter_async import ContentExporterAsyncHook
+from airflow_provider_cex.policy import RetryPolicy
 from airflow_provider_cex.triggers.content_exporter import DEADLINE_GRACE, ContentExporterExportTrigger
 from tests import hostile
 from tests.conftest import API_KEY

@@ -1,4 +1,4 @@
-"""The decision core without sockets: retries, the POST rule, redirects and the key, over random sequences."""
+"""The call policy without sockets: retries, the POST rule, redirects and the key, over random sequences."""
 
 from __future__ import annotations
 
@@ -8,21 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cex.core import (
-    MAX_REDIRECTS,
-    Call,
-    Retries,
-    RetryableFailure,
-    RetryEvent,
-    RetryPolicy,
-    failure_for_status,
-    key_header,
-    network_failure,
-    redirect,
-    route_exists,
-    should_probe_route,
-    too_many_redirects,
-)
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, KEY_HEADER, START_EXPORT
 from airflow_provider_cex.exceptions import (
     ContentExporterError,
@@ -30,7 +15,24 @@ from airflow_provider_cex.exceptions import (
     ContentExporterStartUncertainError,
     ContentExporterTransientError,
 )
-from airflow_provider_cex.protocol import origin_of, settings_from_connection
+from airflow_provider_cex.failures import (
+    failure_for_status,
+    network_failure,
+    route_exists,
+    should_probe_route,
+)
+from airflow_provider_cex.policy import (
+    MAX_REDIRECTS,
+    Call,
+    Retries,
+    RetryableFailure,
+    RetryEvent,
+    RetryPolicy,
+    key_header,
+    redirect,
+    too_many_redirects,
+)
+from airflow_provider_cex.settings import origin_of, settings_from_connection
 
 KEY = "cexk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e"
 APP = "https://cex.example.com"
@@ -48,7 +50,7 @@ attempts = st.one_of(
 
 
 def run_call(call: Call, fates: list[tuple]) -> tuple[list[tuple], Exception | None, list[float]]:
-    """Drive the core the way both transports do; returns (attempts made, final error or None, waits)."""
+    """Drive the policy the way both transports do; returns (attempts made, final error or None, waits)."""
     retries = Retries(call, POLICY, APP, rng=random.Random(7))
     made: list[tuple] = []
     waits: list[float] = []

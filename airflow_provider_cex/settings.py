@@ -1,8 +1,11 @@
-"""The Content Exporter Remote API contract as pure functions: validation, URLs, parsing, retries.
+"""The Airflow connection read into :class:`ConnectionSettings`: everything a transport needs, checked once.
 
-Shared by the synchronous hook (requests) and the asynchronous trigger (aiohttp) so both
-transports read the service the same way. Nothing here performs I/O or imports Airflow
-task machinery.
+The application URL (the connection's host, else the vendor URL of the ``region`` extra), the API key (the
+password), and the extras ``timeout``, ``low_speed``, ``endpoints``, ``verify``, ``proxies`` and
+``confluence_url``. Each parser raises ``ValueError`` saying what is wrong, which
+:func:`settings_from_connection` reports as a misconfigured connection. Also the URLs built from the
+settings: an endpoint's (:meth:`ConnectionSettings.url`), an origin (:func:`origin_of`), a Confluence page's
+(:func:`confluence_page_url`). Shared by both transports; no I/O, no Airflow task machinery.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow_provider_cex import (
     CONFLUENCE_URL_PATTERN,
@@ -24,17 +27,10 @@ from airflow_provider_cex import (
     TIMEOUT_TEXT_PATTERN,
     US_APPLICATION_URL,
 )
-from airflow_provider_cex.endpoints import (
-    DEFAULT_PATHS,
-    ENDPOINT_NAMES,
-    PLACEHOLDER,
-    is_page_id,
-)
-from airflow_provider_cex.exceptions import (
-    ContentExporterAuthError,
-    ContentExporterError,
-    ContentExporterProtocolError,
-)
+from airflow_provider_cex.endpoints import DEFAULT_PATHS, ENDPOINT_NAMES, PLACEHOLDER
+from airflow_provider_cex.exceptions import ContentExporterAuthError, ContentExporterError
+from airflow_provider_cex.inputs import clip, validate_page_id
+from airflow_provider_cex.redaction import redact_url
 
 REGION_URLS = {"us": US_APPLICATION_URL, "eu": EU_APPLICATION_URL}
 
@@ -42,85 +38,13 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_LOW_SPEED_BYTES = 1024.0
 DEFAULT_LOW_SPEED_SECONDS = 60.0
-MAX_SNIPPET = 200
-MAX_HASH_LENGTH = 256
-
-_FAILED_STATES = {"FAILED", "FAILURE", "ERROR", "CANCELLED", "CANCELED", "ABORTED"}
-_DONE_STATES = {"DONE", "COMPLETED", "COMPLETE", "FINISHED", "SUCCESS", "SUCCEEDED"}
-_HASH_KEYS = ("hash", "exportHash", "export_hash", "id")
-_ERROR_FIELDS = ("error", "errorMessage", "error_message")
-_MESSAGE_FIELDS = ("errorMessage", "error_message", "error", "message")
 #: What an HTTP header value can carry the same way in both transports: visible ASCII, inner spaces or tabs.
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
-_HASH_RE = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]+$")
 KEY_TRIMMED_WARNING = (
     "The API key of connection %r had spaces or a line break around it (pasted with the line, or read from "
     "a file); they were removed and the key is sent without them. Store the key alone to silence this."
 )
 PROXIES_EXAMPLE = '{"https": "http://proxy.example.com:3128"}'
-
-
-# --------------------------------------------------------------------------- input validation
-
-
-def validate_page_id(page_id: Any) -> str:
-    """Return the page id as a string of digits, or raise ``ValueError`` saying what is wrong."""
-    if isinstance(page_id, bool) or page_id is None:
-        raise ValueError(f"page_id must be a Confluence page id made of digits, got {page_id!r}.")
-    text = str(page_id).strip()
-    if not text:
-        raise ValueError("page_id is empty: pass the numeric id of the Confluence page to export.")
-    if not is_page_id(text):
-        raise ValueError(
-            f"page_id must contain digits only (the number in the page's URL, e.g. "
-            f".../pages/123456/...), got {_clip(text, 40)!r}."
-        )
-    return text
-
-
-def validate_export_hash(export_hash: Any) -> str:
-    """Return a non-empty export hash, or raise ``ValueError``."""
-    if not isinstance(export_hash, str) or not export_hash.strip():
-        raise ValueError(
-            f"export_hash must be the non-empty hash returned when the export was started, got "
-            f"{_clip(repr(export_hash), 60)}."
-        )
-    text = export_hash.strip()
-    if len(text) > MAX_HASH_LENGTH or not _HASH_RE.match(text) or set(text) == {"."}:
-        raise ValueError(
-            f"export_hash {_clip(text, 60)!r} is not a valid export hash (expected up to "
-            f"{MAX_HASH_LENGTH} URL-safe characters, no '/', '?', '#', '%' or spaces)."
-        )
-    return text
-
-
-def validate_export_body(body: Any) -> dict[str, Any]:
-    """Return a copy of the export configuration, which must be a JSON object (a dict)."""
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ValueError(
-            f"export_body must be a JSON object (a dict, e.g. the Export Profile JSON), got "
-            f"{type(body).__name__}."
-        )
-    return dict(body)
-
-
-def build_start_body(page_id: Any, body: Any = None) -> tuple[str, dict[str, Any]]:
-    """Validate inputs of a start call and return ``(page_id, body with rootContentId set)``."""
-    page = validate_page_id(page_id)
-    payload = validate_export_body(body)
-    declared = payload.get("rootContentId")
-    if declared not in (None, "") and str(declared).strip() != page:
-        raise ValueError(
-            f"export_body has rootContentId={_clip(str(declared), 40)!r} but page_id is {page!r}: "
-            "remove rootContentId from the body (the provider sets it) or make them equal."
-        )
-    payload["rootContentId"] = page
-    return page, payload
-
-
-# --------------------------------------------------------------------------- connection settings
 
 
 @dataclass(frozen=True)
@@ -169,7 +93,7 @@ def parse_region(value: Any) -> str | None:
         return value
     raise ValueError(
         f"Connection extra 'region' must be 'us' or 'eu' (lower case) or not set, got "
-        f"{_clip(repr(value), 20)}; or set the Application URL (host) explicitly."
+        f"{clip(repr(value), 20)}; or set the Application URL (host) explicitly."
     )
 
 
@@ -187,7 +111,7 @@ def resolve_base_url(host: str | None, port: int | None = None, region: str | No
         parts = urlsplit(host)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
-            f"Application URL {_clip(host, 80)!r} is not an http(s) URL; use e.g. {US_APPLICATION_URL}."
+            f"Application URL {clip(host, 80)!r} is not an http(s) URL; use e.g. {US_APPLICATION_URL}."
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(
@@ -210,7 +134,7 @@ def parse_timeout(value: Any) -> tuple[float, float]:
         if len(value) > TIMEOUT_TEXT_MAX_LENGTH or not re.search(TIMEOUT_TEXT_PATTERN, value):
             raise ValueError(
                 "Connection extra 'timeout' must be seconds such as 60, or connect and read seconds "
-                f"such as [5, 60]; got {_clip(repr(value), 40)}."
+                f"such as [5, 60]; got {clip(repr(value), 40)}."
             )
         numbers = re.findall(r"[0-9.]+", value)
         if not numbers:
@@ -222,14 +146,14 @@ def parse_timeout(value: Any) -> tuple[float, float]:
     else:
         raise ValueError(
             "Connection extra 'timeout' must be a number of seconds or a list [connect, read] of two "
-            f"numbers, got {_clip(repr(value), 40)}."
+            f"numbers, got {clip(repr(value), 40)}."
         )
     try:
         seconds = [float(number) for number in numbers]
     except OverflowError:  # an integer too large for a float
         seconds = [math.inf]
     if not all(math.isfinite(second) and second > 0 for second in seconds):
-        raise ValueError(f"Connection extra 'timeout' must be positive, got {_clip(repr(value), 40)}.")
+        raise ValueError(f"Connection extra 'timeout' must be positive, got {clip(repr(value), 40)}.")
     if len(seconds) == 2:
         return seconds[0], seconds[1]
     return min(DEFAULT_CONNECT_TIMEOUT, seconds[0]), seconds[0]
@@ -256,7 +180,7 @@ def parse_low_speed(value: Any) -> tuple[float, float]:
     raise ValueError(
         "Connection extra 'low_speed' must be [bytes_per_second, seconds] such as [1024, 60] (a download "
         f"slower than that over that many seconds is resumed or restarted), or [0, 0] for no check; got "
-        f"{_clip(repr(value), 40)}."
+        f"{clip(repr(value), 40)}."
     )
 
 
@@ -288,7 +212,7 @@ def parse_endpoints(value: Any) -> dict[str, str]:
     for name, template in value.items():
         if name not in ENDPOINT_NAMES:
             raise ValueError(
-                f"Connection extra 'endpoints' has unknown key {_clip(str(name), 40)!r}; "
+                f"Connection extra 'endpoints' has unknown key {clip(str(name), 40)!r}; "
                 f"allowed: {', '.join(ENDPOINT_NAMES)}."
             )
         placeholder = PLACEHOLDER[name]
@@ -298,7 +222,7 @@ def parse_endpoints(value: Any) -> dict[str, str]:
         if found != [placeholder] or "?" in template or "#" in template:
             raise ValueError(
                 f"Endpoint template {name!r} must contain {{{placeholder}}} exactly once, no other "
-                f"placeholder, query or fragment; got {_clip(template, 80)!r}."
+                f"placeholder, query or fragment; got {clip(template, 80)!r}."
             )
         result[name] = template
     return result
@@ -328,7 +252,7 @@ def parse_confluence_url(value: Any) -> str | None:
     if not isinstance(value, str) or not re.search(CONFLUENCE_URL_PATTERN, value):
         raise ValueError(
             f"Connection extra 'confluence_url' must be your Confluence base URL such as "
-            f"https://acme.atlassian.net/wiki, got {_clip(repr(value), 80)}."
+            f"https://acme.atlassian.net/wiki, got {clip(repr(value), 80)}."
         )
     return value.strip(" \t\r\n").rstrip("/") or None
 
@@ -350,10 +274,10 @@ def parse_proxies(value: Any) -> dict[str, str]:
     for key, url in value.items():
         scheme = key.strip().lower() if isinstance(key, str) else ""
         if scheme not in ("http", "https"):
-            raise ValueError(f"{where} has unknown key {_clip(str(key), 40)!r}; allowed: http, https.")
+            raise ValueError(f"{where} has unknown key {clip(str(key), 40)!r}; allowed: http, https.")
         text = url.strip() if isinstance(url, str) else ""
         if not _is_proxy_url(text):
-            shown = repr(_clip(redact_url(text), 80)) if isinstance(url, str) else type(url).__name__
+            shown = repr(clip(redact_url(text), 80)) if isinstance(url, str) else type(url).__name__
             raise ValueError(
                 f"{where} has an unusable {scheme!r} proxy {shown}: expected http(s)://host:port, or "
                 "http(s)://user:password@host:port with any @ : / # in the user or password percent-encoded."
@@ -370,13 +294,6 @@ def _is_proxy_url(text: str) -> bool:
         return False
     bare = parts.path in ("", "/") and not parts.query and not parts.fragment
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and port != 0 and bare
-
-
-def redact_url(url: str) -> str:
-    """``url`` without credentials (``http://user:pw@proxy:3128`` -> ``http://proxy:3128``): all up to the
-    last ``@`` goes, so an unencoded ``/``, ``#`` or ``@`` in a password cannot keep part of it visible."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
 
 
 def proxy_label(proxy_url: str, *, from_extra: bool) -> str:
@@ -458,231 +375,3 @@ def origin_of(url: str) -> tuple[str, str, int]:
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").lower(), port
-
-
-# --------------------------------------------------------------------------- parsing responses
-
-
-def scrub(text: str, secret: str | None = None) -> str:
-    """``text`` taken from the server (a body, a header, a Location) without the key or URL credentials.
-
-    The key goes as it is and percent-encoded (``%2B``/``+`` forms a server may echo in a URL); the user-info
-    of every URL in the text (``https://user:pw@host`` -> ``https://host``) goes too.
-    """
-    text = _without_secret(text, secret)
-    return _URL_USERINFO.sub(r"\1", text) if "@" in text else text
-
-
-def holds_secret(text: str, secret: str | None) -> bool:
-    """Whether ``text`` holds the key, as it is or percent-encoded."""
-    return _without_secret(text, secret) != text
-
-
-def _without_secret(text: str, secret: str | None) -> str:
-    if secret and len(secret) >= 4:
-        for form in _secret_forms(secret):
-            text = text.replace(form, "***")
-            if "%" in form:  # percent-encoding may come back in either case
-                text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
-    return text
-
-
-def _secret_forms(secret: str) -> set[str]:
-    """The key as a server may echo it: as it is, and percent-encoded as a path, a query or a segment."""
-    return {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}
-
-
-def _partial_key_at_end(text: str, secret: str | None) -> int:
-    """How many characters at the end of ``text`` are the start of the key (or of an encoded form of it)."""
-    if not secret or len(secret) < 4:
-        return 0
-    folded = text.lower()  # percent-escapes may come back in lower case
-    sizes = [
-        size
-        for form in _secret_forms(secret)
-        for size in range(1, len(form))
-        if text.endswith(form[:size]) or ("%" in form and folded.endswith(form[:size].lower()))
-    ]
-    return max(sizes, default=0)
-
-
-#: ``scheme://user:password@`` in a text: the user-info of a URL.
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
-
-
-def snippet(body: bytes | str | None, secret: str | None = None, limit: int = MAX_SNIPPET) -> str:
-    """At most ``limit`` printable characters of a response body, without the API key or URL credentials.
-
-    Linear in ``limit``, not in the body: only a bounded head of the body is looked at (a 1 MiB answer
-    costs no more than a short one).
-    """
-    if body is None:
-        return ""
-    head = 8 * limit + 4 * len(secret or "")  # room for runs of spaces, which collapse
-    if isinstance(body, bytes):
-        cut = len(body) > 4 * head
-        text = body[: 4 * head].decode("utf-8", "replace")
-    else:
-        cut, text = False, str(body)
-    if len(text) > head:
-        cut, text = True, text[:head]
-    if cut:  # the cut may split the key or a URL's user-info: drop an unfinished last word holding either
-        text = text[: len(text) - _partial_key_at_end(text, secret)]
-        start = max(text.rfind(" "), text.rfind("\n")) + 1
-        if "://" in text[start:]:
-            text = text[:start]
-    text = scrub(text, secret)
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def parse_export_hash(body: bytes, content_type: str | None, secret: str | None = None) -> str:
-    """Read the hash from a start response: a JSON object, a JSON string, or plain text."""
-    text = body.decode("utf-8", "replace").strip()
-    candidate: Any = None
-    try:
-        decoded = json.loads(text) if text else None
-    except (ValueError, RecursionError):
-        decoded = None
-        mime = (content_type or "").split(";")[0].strip().lower()
-        if mime in ("", "text/plain"):
-            candidate = text  # text/plain: the body is the hash
-    else:
-        if isinstance(decoded, dict):
-            candidate = next((decoded[k] for k in _HASH_KEYS if decoded.get(k) not in (None, "")), None)
-        elif isinstance(decoded, str):
-            candidate = decoded
-        elif isinstance(decoded, int) and not isinstance(decoded, bool):
-            candidate = str(decoded)
-    if isinstance(candidate, int) and not isinstance(candidate, bool):
-        candidate = str(candidate)
-    if isinstance(candidate, str):
-        try:
-            return validate_export_hash(candidate)
-        except ValueError:
-            pass
-    raise ContentExporterProtocolError(
-        "The start-export response holds no export hash (expected a JSON object with 'hash', "
-        "'exportHash', 'export_hash' or 'id', a JSON string, or a plain-text hash); got: "
-        f"{snippet(body, secret)!r}. If the vendor changed the API, check the 'endpoints' extra."
-    )
-
-
-@dataclass(frozen=True)
-class ExportProgress:
-    """One reading of an export's progress."""
-
-    export_hash: str
-    progress: float
-    is_complete: bool
-    is_failed: bool
-    message: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class DownloadedExport:
-    """A file that was downloaded completely and moved into place."""
-
-    path: str
-    size_bytes: int
-    sha256: str
-    content_type: str | None
-    filename: str
-
-
-#: A progress value given as text: a plain decimal number, optionally with a percent sign.
-_PROGRESS_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%?\s*", re.ASCII)
-
-
-def _as_progress(value: Any) -> float | None:
-    """The progress in 0-100 from a number or a plain decimal text; None when it is not a finite number.
-
-    ``Infinity``, ``NaN``, ``1e999``, ``"inf"``, ``"1_0_0"`` or digits of other scripts are not progress:
-    ``float()`` would read most of them, and a value read as 100 % would download an unfinished export.
-    Finite values outside 0-100 are clamped (the service has sent 100.0000001).
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str):
-        if len(value) > 40 or not _PROGRESS_TEXT.fullmatch(value):
-            return None
-        value = value.strip().rstrip("%")
-    elif not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except (OverflowError, ValueError):  # an integer too large for a float
-        return None
-    if not math.isfinite(number):
-        return None
-    return min(100.0, max(0.0, number))
-
-
-def _first_text(payload: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        value = payload.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-        if isinstance(value, dict):  # e.g. {"error": {"message": "..."}}
-            inner = value.get("message")
-            if isinstance(inner, str) and inner.strip():
-                return inner.strip()
-    return None
-
-
-def parse_progress(export_hash: str, payload: Any, secret: str | None = None) -> ExportProgress:
-    """Interpret a progress response; failure is detected from status/state and error fields."""
-    if not isinstance(payload, dict):
-        raise ContentExporterProtocolError(
-            f"The progress response for export {export_hash} is not a JSON object: "
-            f"{snippet(repr(payload), secret)!r}."
-        )
-    state = payload.get("status", payload.get("state"))
-    state_text = state.strip().upper() if isinstance(state, str) else ""
-    failed = state_text in _FAILED_STATES or any(
-        (isinstance(payload.get(k), str) and payload[k].strip()) or isinstance(payload.get(k), dict)
-        for k in _ERROR_FIELDS
-    )
-    value = payload.get("progressValue")
-    progress = _as_progress(value)
-    if progress is None and value is not None and not failed:
-        raise ContentExporterProtocolError(
-            f"The progress response for export {export_hash} has a 'progressValue' that is not a finite "
-            f"number ({snippet(_json_preview(value), secret, limit=40)!r}): a progress is a number from 0 to "
-            "100. The answer was not trusted as progress; the export's state is unknown."
-        )
-    if progress is None:
-        if failed:
-            progress = 0.0
-        elif state_text in _DONE_STATES:
-            progress = 100.0
-        else:
-            raise ContentExporterProtocolError(
-                f"The progress response for export {export_hash} has no numeric 'progressValue': "
-                f"{snippet(_json_preview(payload), secret)!r}."
-            )
-    message = _first_text(payload, _MESSAGE_FIELDS)
-    if message:  # printable, bounded, without the key; may come out empty (e.g. only control characters)
-        message = snippet(message, secret, limit=1000)
-    if failed and not message:
-        message = f"the export ended in state {state_text or 'FAILED'} without a message"
-    return ExportProgress(
-        export_hash=export_hash,
-        progress=progress,
-        is_complete=progress >= 100.0 and not failed,
-        is_failed=failed,
-        message=message,
-        raw=payload,
-    )
-
-
-def _json_preview(payload: Any) -> str:
-    try:
-        return json.dumps(payload)[:400]
-    except (TypeError, ValueError, RecursionError):
-        return f"a {type(payload).__name__}"
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
