@@ -1,10 +1,11 @@
-"""ContentExporterHook: the Remote API over requests, a thin driver of :mod:`airflow_provider_cex.policy`.
+"""ContentExporterHook: the Remote API over requests, driving :mod:`airflow_provider_cex.policy`.
 
-The hook sends, reads and sleeps; whether to retry, follow a redirect (and with the key or not) is decided in
+Whether to retry, follow a redirect (and with the key or not) is decided in
 :mod:`~airflow_provider_cex.policy`, which error a failure becomes in :mod:`~airflow_provider_cex.failures`,
 and answers are read by :mod:`~airflow_provider_cex.answers`: the same code the async hook for triggers
-(:mod:`.content_exporter_async`) drives. Files on disk are
-:mod:`~airflow_provider_cex.files`' business. Operators and sensors never see a response object.
+(:mod:`.content_exporter_async`) drives; the order of the steps is still this hook's own loop. Files on
+disk are :mod:`~airflow_provider_cex.files`' business; what the Airflow UI asks of the hook (the 2.11 form,
+Test Connection's probes) is in :mod:`.connection_ui`. Operators and sensors never see a response object.
 """
 
 from __future__ import annotations
@@ -22,16 +23,8 @@ import requests
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_cex import (
-    CONFLUENCE_URL_PATTERN,
     CONN_TYPE,
     DEFAULT_CONN_ID,
-    HIDDEN_FIELDS,
-    PLACEHOLDERS,
-    REGIONS,
-    RELABELING,
-    TIMEOUT_TEXT_MAX_LENGTH,
-    TIMEOUT_TEXT_PATTERN,
-    conn_fields,
 )
 from airflow_provider_cex.answers import (
     MAX_ERROR_BODY,
@@ -44,7 +37,6 @@ from airflow_provider_cex.answers import (
 )
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
 from airflow_provider_cex.exceptions import (
-    ContentExporterError,
     ContentExporterProtocolError,
     ContentExporterStartUncertainError,
 )
@@ -84,7 +76,6 @@ from airflow_provider_cex.tls import (
     quiet_insecure_request_warnings,
     ssl_context,
     tls_failure,
-    tls_problem,
 )
 
 if TYPE_CHECKING:
@@ -154,45 +145,17 @@ class ContentExporterHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form in the Airflow 2 UI (Airflow 3 reads provider info).
+        """Extra fields of the connection form in the Airflow 2 UI (Airflow 3 reads provider info)."""
+        from airflow_provider_cex.hooks.connection_ui import form_widgets
 
-        Built from :func:`~airflow_provider_cex.conn_fields` and refusing, on save, what its schemas refuse.
-        Airflow 2.11 takes text, password, integer and check-box fields only: all three are text boxes
-        (an empty one is not saved), checked with the schemas' ``enum`` or ``pattern``; Airflow 2.11 saves
-        the text as it is, and the parser reads text.
-        """
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import StringField
-        from wtforms.validators import AnyOf, Length, Optional, Regexp
-
-        fields = conn_fields()
-        validators = {
-            "region": [AnyOf(REGIONS, message="Expected us or eu (lower case), or nothing.")],
-            "confluence_url": [
-                Regexp(CONFLUENCE_URL_PATTERN, message="Expected e.g. https://acme.atlassian.net/wiki.")
-            ],
-            "timeout": [
-                Length(max=TIMEOUT_TEXT_MAX_LENGTH),
-                Regexp(
-                    TIMEOUT_TEXT_PATTERN, message="Expected seconds such as 60, or 5, 60 (connect, read)."
-                ),
-            ],
-        }
-        return {
-            name: StringField(
-                lazy_gettext(field["label"]),
-                widget=BS3TextFieldWidget(),
-                description=field["description"],
-                validators=[Optional(), *validators[name]],
-            )
-            for name, field in fields.items()
-        }
+        return form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel and hide standard connection fields in the Airflow 2 UI."""
-        return {"hidden_fields": HIDDEN_FIELDS, "relabeling": RELABELING, "placeholders": PLACEHOLDERS}
+        from airflow_provider_cex.hooks.connection_ui import field_behaviour
+
+        return field_behaviour()
 
     # ------------------------------------------------------------------ configuration
 
@@ -377,41 +340,10 @@ class ContentExporterHook(BaseHook):
         nothing does, so the path is probably wrong. See :mod:`airflow_provider_cex.connection_check`.
         """
         from airflow_provider_cex.connection_check import for_test_connection
+        from airflow_provider_cex.hooks.connection_ui import probe
 
-        ok, message = self._test_connection()
+        ok, message = probe(self)
         return ok, for_test_connection(message, self.content_exporter_conn_id)
-
-    def _test_connection(self) -> tuple[bool, str]:
-        from airflow_provider_cex.connection_check import PROBE_HASH, PROBE_PAGE_ID, ProbeAnswers, verdict
-
-        try:
-            settings = self.settings
-            progress_url = settings.url(EXPORT_PROGRESS, PROBE_HASH)
-            resp = self._send("GET", progress_url)
-            if resp.status_code == 407:  # the proxy's login, not the key: failures words it
-                self._check_status(resp, Call(EXPORT_PROGRESS, PROBE_HASH), progress_url)
-            resp.close()
-        except ContentExporterError as err:
-            return False, str(err)
-        except requests.exceptions.ProxyError as err:
-            failure = failure_of(err, Call(EXPORT_PROGRESS, PROBE_HASH), self.settings, progress_url)
-            advice = getattr(failure, "advice", None)
-            return False, f"Cannot reach {self.settings.base_url}: {failure}. {advice}" if advice else str(
-                failure
-            )
-        except requests.exceptions.SSLError as err:
-            return False, tls_problem(self.settings, err)
-        except requests.RequestException as err:
-            return False, (
-                f"Cannot reach {self.settings.base_url} ({type(err).__name__}): check the Application "
-                "URL or region, and that this worker can reach it."
-            )
-        answers = ProbeAnswers(
-            progress_with_key=resp.status_code,
-            progress_without_key=self._keyless_status("GET", progress_url),
-            start_without_key=self._keyless_status("POST", settings.url(START_EXPORT, PROBE_PAGE_ID)),
-        )
-        return verdict(settings, answers)
 
     # ------------------------------------------------------------------ HTTP plumbing
 

@@ -1,0 +1,106 @@
+"""What the Airflow UI asks of the hook: the connection form's extra fields on Airflow 2.11, and the probes
+behind Test Connection (three requests, no retries, no export started).
+
+Imported only when the UI (or ``airflow connections test``) asks: the 2.11 form needs flask_appbuilder, which
+Airflow 3 does not have.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from airflow_provider_cex import (
+    CONFLUENCE_URL_PATTERN,
+    HIDDEN_FIELDS,
+    PLACEHOLDERS,
+    REGIONS,
+    RELABELING,
+    TIMEOUT_TEXT_MAX_LENGTH,
+    TIMEOUT_TEXT_PATTERN,
+    conn_fields,
+)
+from airflow_provider_cex.endpoints import EXPORT_PROGRESS, START_EXPORT
+from airflow_provider_cex.exceptions import ContentExporterError
+from airflow_provider_cex.hooks.requests_io import failure_of
+from airflow_provider_cex.policy import Call
+from airflow_provider_cex.tls import tls_problem
+
+if TYPE_CHECKING:
+    from airflow_provider_cex.hooks.content_exporter import ContentExporterHook
+
+
+def form_widgets() -> dict[str, Any]:
+    """Extra fields of the connection form in the Airflow 2 UI (Airflow 3 reads provider info).
+
+    Built from :func:`~airflow_provider_cex.conn_fields` and refusing, on save, what its schemas refuse.
+    Airflow 2.11 takes text, password, integer and check-box fields only: all three are text boxes
+    (an empty one is not saved), checked with the schemas' ``enum`` or ``pattern``; Airflow 2.11 saves
+    the text as it is, and the parser reads text.
+    """
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import StringField
+    from wtforms.validators import AnyOf, Length, Optional, Regexp
+
+    fields = conn_fields()
+    validators = {
+        "region": [AnyOf(REGIONS, message="Expected us or eu (lower case), or nothing.")],
+        "confluence_url": [
+            Regexp(CONFLUENCE_URL_PATTERN, message="Expected e.g. https://acme.atlassian.net/wiki.")
+        ],
+        "timeout": [
+            Length(max=TIMEOUT_TEXT_MAX_LENGTH),
+            Regexp(TIMEOUT_TEXT_PATTERN, message="Expected seconds such as 60, or 5, 60 (connect, read)."),
+        ],
+    }
+    return {
+        name: StringField(
+            lazy_gettext(field["label"]),
+            widget=BS3TextFieldWidget(),
+            description=field["description"],
+            validators=[Optional(), *validators[name]],
+        )
+        for name, field in fields.items()
+    }
+
+
+def field_behaviour() -> dict[str, Any]:
+    """Relabel and hide standard connection fields in the Airflow 2 UI."""
+    return {"hidden_fields": HIDDEN_FIELDS, "relabeling": RELABELING, "placeholders": PLACEHOLDERS}
+
+
+def probe(hook: ContentExporterHook) -> tuple[bool, str]:
+    """Test Connection's three requests through ``hook``, and what they show (the hook words the message's
+    subject: :meth:`~airflow_provider_cex.hooks.content_exporter.ContentExporterHook.test_connection`)."""
+    from airflow_provider_cex.connection_check import PROBE_HASH, PROBE_PAGE_ID, ProbeAnswers, verdict
+
+    try:
+        settings = hook.settings
+        progress_url = settings.url(EXPORT_PROGRESS, PROBE_HASH)
+        resp = hook._send("GET", progress_url)
+        if resp.status_code == 407:  # the proxy's login, not the key: failures words it
+            hook._check_status(resp, Call(EXPORT_PROGRESS, PROBE_HASH), progress_url)
+        resp.close()
+    except ContentExporterError as err:
+        return False, str(err)
+    except requests.exceptions.ProxyError as err:
+        failure = failure_of(err, Call(EXPORT_PROGRESS, PROBE_HASH), hook.settings, progress_url)
+        advice = getattr(failure, "advice", None)
+        return False, f"Cannot reach {hook.settings.base_url}: {failure}. {advice}" if advice else str(
+            failure
+        )
+    except requests.exceptions.SSLError as err:
+        return False, tls_problem(hook.settings, err)
+    except requests.RequestException as err:
+        return False, (
+            f"Cannot reach {hook.settings.base_url} ({type(err).__name__}): check the Application "
+            "URL or region, and that this worker can reach it."
+        )
+    answers = ProbeAnswers(
+        progress_with_key=resp.status_code,
+        progress_without_key=hook._keyless_status("GET", progress_url),
+        start_without_key=hook._keyless_status("POST", settings.url(START_EXPORT, PROBE_PAGE_ID)),
+    )
+    return verdict(settings, answers)
