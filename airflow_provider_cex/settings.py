@@ -84,6 +84,23 @@ class ConnectionSettings:
         """The ``proxies`` extra's proxy for ``url`` (chosen by its scheme), or None."""
         return self.proxies.get(urlsplit(url).scheme.lower()) if self.proxies else None
 
+    def choose_proxy(self, url: str) -> tuple[str | None, bool]:
+        """The one proxy rule of both transports: ``(proxy URL, from the extra)``, or ``(None, False)`` to go
+        direct.
+
+        The ``proxies`` extra's proxy for ``url``'s scheme wins. Otherwise the environment, read as requests
+        reads it: ``HTTP_PROXY``/``HTTPS_PROXY`` for the scheme, else ``ALL_PROXY``; a host in ``NO_PROXY``
+        (names, domains, ``host:port``, CIDR ranges) goes direct. ``http://`` and ``https://`` proxies both
+        work in both transports; a proxy's credentials go in its URL (``~/.netrc`` is not read).
+        """
+        explicit = self.proxy_for(url)
+        if explicit:
+            return explicit, True
+        import requests.utils
+
+        from_env = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        return (from_env or None), False
+
 
 def parse_region(value: Any) -> str | None:
     """Read the ``region`` extra: ``us``, ``eu``, or unset (null or absent): the form's dropdown choices."""

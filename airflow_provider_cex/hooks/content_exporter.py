@@ -55,6 +55,7 @@ from airflow_provider_cex.hooks.requests_io import (
     failure_of,
     proxy_in_use,
     read_body,
+    requests_proxies,
 )
 from airflow_provider_cex.inputs import build_start_body, validate_export_hash
 from airflow_provider_cex.policy import (
@@ -377,7 +378,7 @@ class ContentExporterHook(BaseHook):
                 allow_redirects=False,
                 stream=True,
                 verify=settings.verify,
-                proxies=dict(settings.proxies) or None,  # a copy: requests adds the environment's to it
+                proxies=requests_proxies(settings, url),  # the one proxy rule, not requests' own
             )
             hop = redirect(method, url, resp.status_code, resp.headers.get("Location"), settings)
             if hop is None:
@@ -441,7 +442,7 @@ class ContentExporterHook(BaseHook):
                 allow_redirects=False,
                 stream=True,
                 verify=self.settings.verify,
-                proxies=dict(self.settings.proxies) or None,
+                proxies=requests_proxies(self.settings, url),
             )
         except requests.RequestException:
             return None

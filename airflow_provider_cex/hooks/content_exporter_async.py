@@ -13,10 +13,8 @@ import functools
 import random
 import ssl
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from airflow.providers.common.compat.connection import get_async_connection
@@ -72,10 +70,11 @@ class ContentExporterAsyncHook(BaseHook):
     One ``aiohttp.ClientSession`` lives as long as the ``async with`` block (a trigger's whole
     life), so a poll reuses a kept-alive connection instead of paying for a new session.
 
-    Proxies as in the sync hook: the ``proxies`` extra for the schemes it names, else ``HTTP(S)_PROXY``
-    and ``NO_PROXY`` read as aiohttp's ``trust_env`` reads them, but once per origin in ``__aenter__``
-    (``trust_env=True`` would read the environment and ``~/.netrc`` on a thread at every poll), and the
-    proxy passed as ``proxy=`` to each request.
+    Proxies by the one rule of both hooks
+    (:meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy`: the ``proxies`` extra, else
+    ``HTTP(S)_PROXY``/``ALL_PROXY`` and ``NO_PROXY``), resolved once per origin (``trust_env=True`` would
+    read the environment and ``~/.netrc`` on a thread at every poll) and passed as ``proxy=`` to each
+    request.
 
     :param content_exporter_conn_id: Airflow connection id of type ``content_exporter``.
     :param retry_policy: as for the sync hook.
@@ -242,13 +241,14 @@ class ContentExporterAsyncHook(BaseHook):
             return None
 
     def _proxy_for(self, url: str) -> URL | None:
-        """The proxy for ``url``'s origin (None: direct): the ``proxies`` extra's for its scheme, else the
-        environment's; looked up once per origin (a trigger polls one)."""
+        """The proxy for ``url``'s origin (None: direct), by the rule the sync hook follows too
+        (:meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy`); looked up once per origin
+        (a trigger polls one)."""
         origin = origin_of(url)
         if origin not in self._proxies:
             assert self.settings is not None
-            explicit = self.settings.proxy_for(url)
-            self._proxies[origin] = URL(explicit) if explicit else _env_proxy(url)
+            proxy, _ = self.settings.choose_proxy(url)
+            self._proxies[origin] = URL(proxy) if proxy else None
         return self._proxies[origin]
 
     def _proxy_label(self, url: str) -> str | None:
@@ -257,25 +257,6 @@ class ContentExporterAsyncHook(BaseHook):
         if proxy is None or self.settings is None:
             return None
         return proxy_label(str(proxy), from_extra=self.settings.proxy_for(url) is not None)
-
-
-def _env_proxy(url: str) -> URL | None:
-    """The environment's proxy for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``), None to go direct.
-
-    Read from ``os.environ`` only, as aiohttp's ``trust_env`` would, but without its ``~/.netrc``
-    lookup (a file read on a thread per trigger: +0.3 ms of CPU for each of 1,000 triggers); put a
-    proxy's credentials in its URL. Like aiohttp, an ``https://`` proxy from the environment is not
-    used (set it in the ``proxies`` extra).
-    """
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get(parts.scheme)
-    if not proxy or not proxy.lower().startswith("http://"):
-        return None
-    host = parts.netloc.rpartition("@")[2]
-    if urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
-        return None
-    return URL(proxy)
 
 
 async def _read_into(resp: aiohttp.ClientResponse, decoder: BodyDecoder) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -199,16 +200,21 @@ _READ_SIZE = 64 * 1024
 
 
 def proxy_in_use(settings: ConnectionSettings, url: str) -> str | None:
-    """How messages name the proxy requests sends ``url`` through, or None when it goes direct.
+    """How messages name the proxy ``url`` goes through (:meth:`ConnectionSettings.choose_proxy`), or None
+    when it goes direct."""
+    proxy, from_extra = settings.choose_proxy(url)
+    return proxy_label(proxy, from_extra=from_extra) if proxy else None
 
-    The connection's ``proxies`` extra wins for the schemes it names; otherwise requests' own reading of
-    ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` and ``NO_PROXY`` (the session trusts the environment).
-    """
-    explicit = settings.proxy_for(url)
-    if explicit:
-        return proxy_label(explicit, from_extra=True)
-    from_env = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
-    return proxy_label(from_env, from_extra=False) if from_env else None
+
+def requests_proxies(settings: ConnectionSettings, url: str) -> dict[str, Any]:
+    """The ``proxies`` argument that makes requests send ``url`` as :meth:`ConnectionSettings.choose_proxy`
+    says: its scheme's proxy, and None for every other entry, so requests adds nothing of its own reading
+    of the environment (None entries are dropped after the merge)."""
+    proxy, _ = settings.choose_proxy(url)
+    chosen: dict[str, Any] = {"http": None, "https": None, "all": None}  # str or None: stubs say str only
+    if proxy:
+        chosen[urlsplit(url).scheme.lower()] = proxy
+    return chosen
 
 
 def failure_of(

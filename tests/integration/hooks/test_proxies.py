@@ -330,6 +330,34 @@ def test_trigger_goes_direct_for_hosts_in_no_proxy(emulator, proxy, monkeypatch)
     assert proxy.requests == [] and emulator.counts["export_progress"] >= 1
 
 
+@pytest.mark.parametrize(
+    ("variables", "proxied"),
+    [
+        pytest.param({"ALL_PROXY": "{proxy}"}, True, id="ALL_PROXY"),
+        pytest.param({"HTTP_PROXY": "{proxy}", "NO_PROXY": "127.0.0.0/8"}, False, id="NO_PROXY-CIDR"),
+        pytest.param(
+            {"HTTP_PROXY": "{proxy}", "NO_PROXY": ".invalid,127.0.0.1:1"}, True, id="NO_PROXY-other"
+        ),
+    ],
+)
+def test_both_hooks_follow_one_proxy_rule(emulator, proxy, monkeypatch, tmp_path, variables, proxied):
+    """The sync hook and the trigger choose the same way (``ConnectionSettings.choose_proxy``): before,
+    the trigger ignored ALL_PROXY and CIDR ranges in NO_PROXY, which requests honours."""
+    use_connection(monkeypatch, emulator.base_url)
+    for name, value in variables.items():
+        set_env_proxy(monkeypatch, name, value.format(proxy=proxy.url))
+    export_hash, sha256 = export_through_sync_hook(tmp_path)
+    assert sha256 == emulator.artifact_sha256
+    sync_through_proxy = proxy.counts[target_of(emulator.base_url)]
+    polls_before = progress_polls(proxy)
+    assert [e["status"] for e in run_trigger(export_hash)] == ["success"]
+    trigger_through_proxy = progress_polls(proxy) - polls_before
+    if proxied:
+        assert sync_through_proxy >= 3 and trigger_through_proxy >= 1
+    else:
+        assert proxy.requests == [] and emulator.counts["export_progress"] >= 2
+
+
 def test_trigger_explains_a_404_through_the_proxy(emulator, proxy, monkeypatch):
     use_connection(monkeypatch, emulator.base_url, proxies={"http": proxy.url})
     events = run_trigger("nosuchhash")
