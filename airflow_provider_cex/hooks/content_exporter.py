@@ -1,11 +1,10 @@
 """ContentExporterHook: the Remote API over requests, driving :mod:`airflow_provider_cex.policy`.
 
-Whether to retry, follow a redirect (and with the key or not) is decided in
-:mod:`~airflow_provider_cex.policy`, which error a failure becomes in :mod:`~airflow_provider_cex.failures`,
-and answers are read by :mod:`~airflow_provider_cex.answers`: the same code the async hook for triggers
-(:mod:`.content_exporter_async`) drives; the order of the steps is still this hook's own loop. Files on
-disk are :mod:`~airflow_provider_cex.files`' business; what the Airflow UI asks of the hook (the 2.11 form,
-Test Connection's probes) is in :mod:`.connection_ui`. Operators and sensors never see a response object.
+Whether to retry, follow a redirect (with the key or not) is decided in :mod:`~airflow_provider_cex.policy`,
+which error a failure becomes in :mod:`~airflow_provider_cex.failures`, answers are read by
+:mod:`~airflow_provider_cex.answers`: the code the async hook (:mod:`.content_exporter_async`) drives too;
+the order of the steps is still this hook's own loop. Files on disk are :mod:`~airflow_provider_cex.files`'
+business; the UI's part (the 2.11 form, Test Connection's probes) is :mod:`.connection_ui`.
 """
 
 from __future__ import annotations
