@@ -129,12 +129,12 @@ class TempFiles:
 
     @contextlib.contextmanager
     def writing(
-        self, final: str, *, overwrite: bool, durable: bool, expected_size: int | None = None
+        self, final: str, *, overwrite: bool, fsync: bool, expected_size: int | None = None
     ) -> Iterator[BinaryIO]:
         """A uniquely named temp file beside ``final``, moved into place when the block ends without error.
 
         Unique per call, so two tasks writing one destination never share a temp file. On any error
-        (or a kill) the temp file is removed and ``final`` is untouched. ``durable`` fsyncs the file
+        (or a kill) the temp file is removed and ``final`` is untouched. ``fsync`` fsyncs the file
         before the publish and the folder after it, so a machine crash cannot leave an empty file.
 
         ``overwrite=True`` renames the temp file onto ``final`` (replacing a file or symlink there, never
@@ -165,7 +165,7 @@ class TempFiles:
         try:
             with os.fdopen(fd, "wb") as out:
                 yield out
-                if durable:
+                if fsync:
                     out.flush()
                     os.fsync(out.fileno())
             if overwrite:
@@ -173,7 +173,7 @@ class TempFiles:
             else:
                 publish_exclusive(temp, final)  # FileExistsError(exists_message(final)) for a loser
             temp_gone = True  # renamed, or linked and then unlinked
-            if durable:
+            if fsync:
                 fsync_folder(folder)
         except FileExistsError:
             raise

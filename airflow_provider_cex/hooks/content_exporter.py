@@ -13,6 +13,7 @@ import functools
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -258,26 +259,28 @@ class ContentExporterHook(BaseHook):
         destination: str | os.PathLike[str],
         overwrite: bool = True,
         *,
-        durable: bool = False,
+        fsync: bool = False,
         report_lineage: bool = True,
+        durable: bool | None = None,
     ) -> DownloadedExport:
         """Stream the exported file to ``destination``, atomically.
 
-        ``destination`` is the file's full path, or a folder (ending in ``/`` or existing)
-        in which case the server's file name is used, sanitised. Missing folders are
-        created. The bytes go to a uniquely named temporary file beside the destination,
-        are checked against ``Content-Length``/``Content-Range`` and hashed (sha256) in the
-        same pass, and the file is moved into place only when complete. A body that stops
-        short is resumed with an HTTP ``Range`` request when the server supports it, else
-        restarted, a bounded number of times. A failed download leaves nothing behind.
+        ``destination`` is the file's full path, or a folder (ending in ``/`` or existing) in which case the
+        server's file name is used, sanitised. Missing folders are created. The bytes go to a uniquely named
+        temporary file beside the destination, are checked against ``Content-Length``/``Content-Range`` and
+        hashed (sha256) in the same pass, and the file is moved into place only when complete. A body that
+        stops short is resumed with an HTTP ``Range`` request when the server supports it, else restarted,
+        a bounded number of times. A failed download leaves nothing behind.
 
         :param overwrite: replace an existing file (default); ``False`` fails instead.
-        :param durable: ``fsync`` the file (and its folder) before and after the rename, so
-            a machine crash right after the task cannot leave an empty file.
+        :param fsync: ``fsync`` the file (and its folder) before and after the rename, so a machine crash
+            right after the task cannot leave an empty file. ``durable``: its deprecated name.
         :param report_lineage: tell Airflow's hook lineage collector about the file (an output asset
-            ``file://<path>`` with its size and sha256); ``False`` for a staging copy that is uploaded
-            elsewhere, whose final URI is reported instead.
+            ``file://<path>``, size and sha256); ``False`` for a staging copy uploaded elsewhere.
         """
+        if durable is not None:
+            warnings.warn("download_export(durable=...) is deprecated: use fsync=...", DeprecationWarning, 2)
+            fsync = fsync or durable
         export_hash = validate_export_hash(export_hash)
         dest = os.fspath(destination)
         if not dest or not str(dest).strip():
@@ -296,7 +299,7 @@ class ContentExporterHook(BaseHook):
             length = resp.headers.get("Content-Length", "").strip()
             expected = int(length) if length.isdigit() and not resp.headers.get("Content-Encoding") else None
             with self._temp_files.writing(
-                target, overwrite=overwrite, durable=durable, expected_size=expected
+                target, overwrite=overwrite, fsync=fsync, expected_size=expected
             ) as out:
                 retries = Retries(
                     call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
@@ -313,9 +316,6 @@ class ContentExporterHook(BaseHook):
             sha256=digest,
             content_type=content_type,
             filename=os.path.basename(target),
-        )
-        self.log.debug(
-            "Downloaded export %s to %s (%d bytes, sha256 %s)", export_hash, result.path, size, digest
         )
         if report_lineage:
             from airflow_provider_cex.lineage import output_uri, report_hook_output

@@ -198,7 +198,7 @@ def save_export(
     else:
         destination = local_path(output)
         before = _sizes_before(destination)
-        result = hook.download_export(export_hash, destination, overwrite=overwrite, durable=fsync)
+        result = hook.download_export(export_hash, destination, overwrite=overwrite, fsync=fsync)
         final, meta = result.path, dataclasses.asdict(result)
         replaced = before.get(os.path.basename(result.path))
     elapsed = time.monotonic() - started

@@ -30,13 +30,13 @@ def write(
     data: bytes = b"",
     *,
     overwrite: bool = False,
-    durable: bool = False,
+    fsync: bool = False,
     expected_size: int | None = None,
     during: Callable[[], None] | None = None,
 ) -> None:
     """One download: ``data`` written through :meth:`TempFiles.writing`, then ``during`` in the block."""
     with TempFiles().writing(
-        str(final), overwrite=overwrite, durable=durable, expected_size=expected_size
+        str(final), overwrite=overwrite, fsync=fsync, expected_size=expected_size
     ) as out:
         out.write(data)
         if during is not None:
@@ -66,7 +66,7 @@ def contend(final: Path) -> tuple[list[int], list[BaseException]]:
 
     def run(i: int) -> None:
         try:
-            with TempFiles().writing(str(final), overwrite=False, durable=False) as out:
+            with TempFiles().writing(str(final), overwrite=False, fsync=False) as out:
                 out.write(payload(i))
                 barrier.wait()  # everyone has its bytes written; now all publish together
             winners.append(i)
@@ -142,7 +142,7 @@ def test_a_platform_without_os_link_reserves_the_name(tmp_path, monkeypatch):
 def test_a_file_appearing_during_the_download_is_not_replaced(tmp_path):
     final = tmp_path / "a.pdf"
     with pytest.raises(FileExistsError, match="already exists and overwrite=False"):
-        write(final, b"mine", durable=True, during=lambda: final.write_bytes(b"theirs"))  # another task won
+        write(final, b"mine", fsync=True, during=lambda: final.write_bytes(b"theirs"))  # another task won
     assert final.read_bytes() == b"theirs"
     assert leftovers(tmp_path) == []
 
@@ -150,7 +150,7 @@ def test_a_file_appearing_during_the_download_is_not_replaced(tmp_path):
 def test_overwrite_true_still_replaces(tmp_path):
     final = tmp_path / "a.pdf"
     final.write_bytes(b"old")
-    with TempFiles().writing(str(final), overwrite=True, durable=True) as out:
+    with TempFiles().writing(str(final), overwrite=True, fsync=True) as out:
         out.write(b"new")
     assert final.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf"]
@@ -161,7 +161,7 @@ def test_the_published_file_has_the_bytes_and_a_normal_mode(tmp_path, monkeypatc
     if not hard_links:
         no_hard_links(monkeypatch)
     final = tmp_path / "a.pdf"
-    with TempFiles().writing(str(final), overwrite=False, durable=True) as out:
+    with TempFiles().writing(str(final), overwrite=False, fsync=True) as out:
         out.write(b"x" * 100_000)
     assert final.read_bytes() == b"x" * 100_000
     assert final.stat().st_nlink == 1  # the temp name is gone, not a second link
@@ -226,7 +226,7 @@ def test_overwrite_false_never_replaces_a_symlink_nor_writes_through_it(symlinke
 def test_overwrite_true_replaces_the_symlink_itself_not_its_target(symlinked):
     link, target = symlinked
     before = target_state(target)
-    with TempFiles().writing(str(link), overwrite=True, durable=False) as out:
+    with TempFiles().writing(str(link), overwrite=True, fsync=False) as out:
         out.write(b"download")
     assert not link.is_symlink() and link.read_bytes() == b"download"
     assert target_state(target) == before
@@ -283,7 +283,7 @@ def test_a_full_disk_names_the_path_the_size_and_the_free_space(tmp_path, dev_fu
 def test_a_full_disk_without_a_known_size_still_says_the_disk_is_full(tmp_path, dev_full):
     final = tmp_path / "page-1.pdf"
     with pytest.raises(ContentExporterError, match="the disk is full") as info:
-        write(final, b"x" * 100_000, overwrite=True, durable=True)
+        write(final, b"x" * 100_000, overwrite=True, fsync=True)
     assert str(final) in str(info.value) and "needs" not in str(info.value)
     assert_clean_failure(tmp_path, final)
 
@@ -306,7 +306,7 @@ def test_a_full_disk_at_fsync_is_explained(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", fsync)
     final = tmp_path / "page-1.pdf"
     with pytest.raises(ContentExporterError, match="the disk is full"):
-        write(final, b"0123456789", durable=True, expected_size=10)
+        write(final, b"0123456789", fsync=True, expected_size=10)
     assert_clean_failure(tmp_path, final)
 
 

@@ -154,7 +154,14 @@ def test_abort_removes_the_temp_file_of_a_download_in_progress(big, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_durable_download_is_complete(big, tmp_path):
+def test_fsynced_download_is_complete(big, tmp_path):
     export_hash = export(big)
-    result = hook().download_export(export_hash, tmp_path / "d" / "a.bin", durable=True)
+    result = hook().download_export(export_hash, tmp_path / "d" / "a.bin", fsync=True)
     assert result.sha256 == big.artifact_sha256 and only_the_file(tmp_path / "d", "a.bin")
+
+
+def test_durable_is_the_deprecated_name_of_fsync(big, tmp_path):
+    export_hash = export(big)
+    with pytest.warns(DeprecationWarning, match=r"durable=\.\.\.\) is deprecated: use fsync="):
+        result = hook().download_export(export_hash, tmp_path / "a.bin", durable=True)
+    assert result.sha256 == big.artifact_sha256
