@@ -200,16 +200,17 @@ _READ_SIZE = 64 * 1024
 
 
 def proxy_in_use(settings: ConnectionSettings, url: str) -> str | None:
-    """How messages name the proxy ``url`` goes through (:meth:`ConnectionSettings.choose_proxy`), or None
-    when it goes direct."""
+    """How messages name the proxy ``url`` goes through, or None when it goes direct (the choice:
+    :meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy`)."""
     proxy, from_extra = settings.choose_proxy(url)
     return proxy_label(proxy, from_extra=from_extra) if proxy else None
 
 
 def requests_proxies(settings: ConnectionSettings, url: str) -> dict[str, Any]:
-    """The ``proxies`` argument that makes requests send ``url`` as :meth:`ConnectionSettings.choose_proxy`
-    says: its scheme's proxy, and None for every other entry, so requests adds nothing of its own reading
-    of the environment (None entries are dropped after the merge)."""
+    """The ``proxies`` argument that makes requests send ``url`` as
+    :meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy` says: its scheme's proxy, and
+    None for every other entry, so requests adds nothing of its own reading of the environment (None
+    entries are dropped after the merge)."""
     proxy, _ = settings.choose_proxy(url)
     chosen: dict[str, Any] = {"http": None, "https": None, "all": None}  # str or None: stubs say str only
     if proxy:
