@@ -36,9 +36,10 @@ from airflow_provider_cex.endpoints import (
 
 from .artifacts import Artifact
 from .descriptor import OPENAPI_PATH, describe
+from .downloads import serve_artifact
 from .faults import ARTIFACT, PROXY, REFUSE, Fault, FaultQueues
 from .model import UNKNOWN_ENDPOINT, ExportInfo, ExportModel, RequestRecord
-from .serving import answer_in_front, huge_error, json_error, reset_connection, serve_artifact, spoil_answer
+from .serving import answer_in_front, huge_error, json_error, reset_connection, spoil_answer
 
 ADMIN_EXPORTS = "emulator_exports"
 ADMIN_COUNTS = "emulator_counts"

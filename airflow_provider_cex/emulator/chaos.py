@@ -22,27 +22,31 @@ Kinds, and the endpoints they apply to (:data:`APPLIES_TO`):
 - ``huge_error_body``: an error status with a body of ``size`` bytes (tens of MB).
 - ``hostile_filename``: the download's ``Content-Disposition`` proposes a hostile file name.
 
-The answers of a hostile service (not drawn by a :class:`ChaosSchedule` unless named in its ``kinds``):
+The answers of a hostile service (not drawn by a :class:`ChaosSchedule` unless named in its ``kinds``;
+their parameters and bodies are in :mod:`.hostile_bodies`):
 
 - ``inflating_body``: a 200 (on the download, an error ``status``) whose body is sent with
   ``Content-Encoding: gzip`` (variants: ``deflate`` as zlib, ``deflate`` as raw deflate) and a correct
   compressed ``Content-Length``, and inflates to ``size`` bytes: a JSON prefix, spaces, ``"}``
-  (:func:`inflating_body`, compressed once per size and variant, without ever holding the inflated bytes).
-- ``deep_json``: a 200 ``application/json`` body nested :data:`DEEP_JSON_DEPTH` levels deep: ``[[[...]]]``,
-  ``{"a":{"a":...}}``, or the nesting as the value of ``hash`` / ``progressValue``.
+  (:func:`~.hostile_bodies.inflating_body`, compressed once per size and variant, without ever holding
+  the inflated bytes).
+- ``deep_json``: a 200 ``application/json`` body nested :data:`~.hostile_bodies.DEEP_JSON_DEPTH` levels
+  deep: ``[[[...]]]``, ``{"a":{"a":...}}``, or the nesting as the value of ``hash`` / ``progressValue``.
 - ``dripping_body``: the status line and headers with a ``Content-Length``, then one byte every ``interval``
-  seconds (the answer is padded with :data:`DRIP_PAD` leading spaces, so it never completes in a test),
-  until the client hangs up or ``seconds`` have passed; then the connection closes. On the download the
-  bytes are the artifact's (from the requested ``Range``), so a resume continues where the drip stopped.
+  seconds (the answer is padded with :data:`~.hostile_bodies.DRIP_PAD` leading spaces, so it never
+  completes in a test), until the client hangs up or ``seconds`` have passed; then the connection closes.
+  On the download the bytes are the artifact's (from the requested ``Range``), so a resume continues where
+  the drip stopped.
 - ``silent``: the request is read, then nothing is sent for ``seconds`` (longer than any read timeout),
   unless the client hangs up first; then the connection closes. Nothing reaches the service.
 - ``non_finite_progress``: a 200 whose ``progressValue`` is not a finite number but reads like one
-  (:data:`NON_FINITE_PROGRESS`: ``Infinity``, ``NaN``, ``1e999``, ``"inf"``, ``"1_0_0"``, Arabic-Indic
-  digits...), with ``status: RUNNING``.
-- ``echoed_key``: the answer echoes the ``CEX-API-KEY`` the request carried (:data:`ECHO_VARIANTS`): a
-  redirect (``status``) to the same URL with ``?k=<key>``, to ``file:///<key>`` or to
-  ``http://<key>@host/...``; an error ``status`` whose body holds the key; a download named
-  ``<key>.pdf``; a progress answer whose ``message``, or a failure whose ``errorMessage``, holds the key.
+  (:data:`~.hostile_bodies.NON_FINITE_PROGRESS`: ``Infinity``, ``NaN``, ``1e999``, ``"inf"``, ``"1_0_0"``,
+  Arabic-Indic digits...), with ``status: RUNNING``.
+- ``echoed_key``: the answer echoes the ``CEX-API-KEY`` the request carried
+  (:data:`~.hostile_bodies.ECHO_VARIANTS`): a redirect (``status``) to the same URL with ``?k=<key>``, to
+  ``file:///<key>`` or to ``http://<key>@host/...``; an error ``status`` whose body holds the key; a
+  download named ``<key>.pdf``; a progress answer whose ``message``, or a failure whose ``errorMessage``,
+  holds the key.
 
 Start-endpoint faults that spoil the *answer* (``truncated_body``, ``reset_mid_body``, ``non_json``,
 ``wrong_json``, ``inflating_body``, ``deep_json``, ``dripping_body``, ``echoed_key``) happen after the export
@@ -53,18 +57,29 @@ must not start a second export by retrying.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import random
 import socket
 import struct
 import time
-import zlib
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, ENDPOINT_NAMES, EXPORT_PROGRESS, START_EXPORT
+
+from .hostile_bodies import (
+    DEEP_JSON_VARIANTS,
+    DRIP_INTERVAL,
+    ECHO_ERRORS,
+    ECHO_REDIRECTS,
+    ECHO_VARIANTS,
+    HANG_SECONDS,
+    INFLATE_ENCODINGS,
+    INFLATE_ERROR_STATUSES,
+    INFLATE_SIZE,
+    NON_FINITE_PROGRESS,
+)
 
 _ALL = ENDPOINT_NAMES
 _JSON = (START_EXPORT, EXPORT_PROGRESS)
@@ -150,65 +165,6 @@ WRONG_JSON: dict[str, tuple[Any, ...]] = {
 
 OVER_100: tuple[Any, ...] = (150, 1e308, "250", 100.5, 10**30)
 
-INFLATE_SIZE = 64 * 1024 * 1024
-"""Inflated size :func:`random_chaos` gives ``inflating_body`` (the ratio is about 1000:1: 64 KiB sent)."""
-INFLATE_ENCODINGS: tuple[tuple[str, int], ...] = (("gzip", 31), ("deflate", 15), ("deflate", -15))
-"""(``Content-Encoding``, zlib ``wbits``) per ``inflating_body`` variant: gzip, zlib, raw deflate."""
-INFLATE_PREFIXES: dict[str, bytes] = {
-    START_EXPORT: b'{"pad": "',
-    EXPORT_PROGRESS: b'{"progressValue": 5, "pad": "',
-    DOWNLOAD_EXPORT: b'{"error": "',
-}
-INFLATE_SUFFIX = b'"}'
-INFLATE_ERROR_STATUSES = (500, 502, 503, 504)
-
-DEEP_JSON_DEPTH = 100_000
-DEEP_JSON_VARIANTS = 3
-
-DRIP_INTERVAL = 0.2
-"""Seconds between two bytes of ``dripping_body`` in :func:`random_chaos` (5 bytes a second)."""
-DRIP_PAD = 4096
-"""Leading spaces before a dripped JSON answer: at 5 bytes a second it would take 14 minutes."""
-HANG_SECONDS = 45.0
-"""How long ``dripping_body`` and ``silent`` last in :func:`random_chaos` unless the client hangs up: longer
-than a fault-matrix run may take, so a client that does not end its attempt shows as a run past its bound."""
-
-NON_FINITE_PROGRESS: tuple[bytes, ...] = (
-    b"Infinity",
-    b"-Infinity",
-    b"NaN",
-    b"1e999",
-    b'"inf"',
-    b'"1e999"',
-    b'"1_0_0"',
-    '"\u0661\u0660\u0660"'.encode(),  # Arabic-Indic digits 100, sent as UTF-8
-)
-"""Raw JSON values of ``non_finite_progress``: Python's ``float()`` reads most of them as inf or 100."""
-
-ECHO_VARIANTS: dict[str, tuple[str, ...]] = {
-    START_EXPORT: ("redirect_query", "redirect_file", "redirect_userinfo", "error_body"),
-    EXPORT_PROGRESS: (
-        "redirect_query",
-        "redirect_file",
-        "redirect_userinfo",
-        "error_body",
-        "progress_message",
-        "failed_message",
-    ),
-    DOWNLOAD_EXPORT: ("redirect_query", "redirect_file", "redirect_userinfo", "error_body", "disposition"),
-}
-"""What ``echoed_key`` answers, per endpoint, by ``variant`` (see the module docstring)."""
-ECHO_REDIRECTS: dict[str, tuple[int, ...]] = {
-    # The start was processed before the redirect: a 307/308 would make a client repeat the POST.
-    START_EXPORT: (302, 303),
-    EXPORT_PROGRESS: (301, 302, 303, 307, 308),
-    DOWNLOAD_EXPORT: (301, 302, 303, 307, 308),
-}
-ECHO_ERRORS: dict[str, tuple[int, ...]] = {
-    START_EXPORT: (400, 403, 500, 502),  # none that a client may retry after a processed POST (429, 503)
-    EXPORT_PROGRESS: (400, 403, 500, 502, 503, 504),
-    DOWNLOAD_EXPORT: (400, 403, 500, 502, 503, 504),
-}
 
 HOSTILE_DISPOSITIONS: tuple[str, ...] = (
     'attachment; filename="../../x.pdf"',
@@ -390,58 +346,3 @@ def spoil_progress(payload: Any, kind: str, variant: int) -> Any:
 def wrong_json_body(endpoint: str, variant: int) -> bytes:
     values = WRONG_JSON[endpoint]
     return json.dumps(values[variant % len(values)]).encode("utf-8")
-
-
-# ------------------------------------------------------------------------------------ hostile bodies
-
-
-@functools.lru_cache(maxsize=16)
-def inflating_body(size: int, variant: int, endpoint: str) -> bytes:
-    """Compressed bytes (per :data:`INFLATE_ENCODINGS` ``[variant]``) that inflate to ``size`` bytes.
-
-    The inflated text is the endpoint's :data:`INFLATE_PREFIXES` JSON prefix, spaces, then ``"}``: valid
-    JSON for a client that reads it all. Compressed in 1 MiB steps (the inflated bytes are never held) and
-    cached per arguments: 64 MiB take about 0.7 s once, then nothing.
-    """
-    _encoding, wbits = INFLATE_ENCODINGS[variant % len(INFLATE_ENCODINGS)]
-    prefix = INFLATE_PREFIXES[endpoint]
-    compressor = zlib.compressobj(9, zlib.DEFLATED, wbits, 9)
-    parts = [compressor.compress(prefix)]
-    spaces = max(0, size - len(prefix) - len(INFLATE_SUFFIX))
-    block = b" " * (1 << 20)
-    while spaces > 0:
-        step = min(spaces, len(block))
-        parts.append(compressor.compress(block[:step]))
-        spaces -= step
-    parts.append(compressor.compress(INFLATE_SUFFIX))
-    parts.append(compressor.flush())
-    return b"".join(parts)
-
-
-def inflating_encoding(variant: int) -> str:
-    """The ``Content-Encoding`` header of ``inflating_body`` ``variant``."""
-    return INFLATE_ENCODINGS[variant % len(INFLATE_ENCODINGS)][0]
-
-
-@functools.lru_cache(maxsize=8)
-def deep_json_body(endpoint: str, variant: int) -> bytes:
-    """A JSON text nested :data:`DEEP_JSON_DEPTH` levels deep (valid JSON; too deep for recursive parsers)."""
-    depth = DEEP_JSON_DEPTH
-    variant %= DEEP_JSON_VARIANTS
-    if variant == 0:
-        return b"[" * depth + b"]" * depth
-    if variant == 1:
-        return b'{"a":' * depth + b"1" + b"}" * depth
-    key = b"hash" if endpoint == START_EXPORT else b"progressValue"
-    return b'{"' + key + b'": ' + b"[" * depth + b"]" * depth + b"}"
-
-
-def non_finite_progress_body(variant: int) -> bytes:
-    value = NON_FINITE_PROGRESS[variant % len(NON_FINITE_PROGRESS)]
-    return b'{"progressValue": ' + value + b', "status": "RUNNING"}'
-
-
-def echo_variant(endpoint: str, variant: int) -> str:
-    """The name of ``echoed_key`` ``variant`` on ``endpoint`` (one of :data:`ECHO_VARIANTS`)."""
-    variants = ECHO_VARIANTS[endpoint]
-    return variants[variant % len(variants)]

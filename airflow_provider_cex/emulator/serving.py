@@ -1,11 +1,11 @@
-"""What the emulator puts on the wire: error answers, spoiled (chaos) answers, and the artifact.
+"""What the emulator puts on the wire: error answers and spoiled (chaos) answers.
 
 The answers of a hostile service (:data:`~.chaos.HOSTILE_KINDS`) are :func:`hostile_answer` and, for
 ``silent``, :func:`answer_in_front`; ``dripping_body`` and ``silent`` end when the client hangs up
-(:func:`slow_answers_in_progress` counts those still running).
+(:func:`slow_answers_in_progress` counts those still running). Their bodies come from :mod:`.hostile_bodies`.
 
-The artifact is served whole (with Range support from aiohttp), or broken by an artifact-stage
-:class:`~.faults.Fault`: cut short, stalled, Range ignored or misplaced, chunked, reset.
+The artifact itself (whole, or broken by an artifact-stage fault) is served by :mod:`.downloads`, with the
+Range helpers at the end of this module (:func:`requested_range`, :func:`read_range`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aiohttp import web
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, KEY_HEADER
 
 from . import chaos as _chaos
-from .artifacts import Artifact
+from . import hostile_bodies as _hostile
 from .faults import Fault
 
 
@@ -188,20 +188,20 @@ async def hostile_answer(
 ) -> web.StreamResponse:
     """The answer of one of :data:`~.chaos.HOSTILE_KINDS` (but ``silent``), given the service's own."""
     if fault.kind == "inflating_body":
-        body = await asyncio.to_thread(_chaos.inflating_body, fault.size, fault.variant, endpoint)
+        body = await asyncio.to_thread(_hostile.inflating_body, fault.size, fault.variant, endpoint)
         status = 200
         if endpoint == DOWNLOAD_EXPORT:
             status = fault.status if 400 <= fault.status <= 599 else 503
         headers = {
             "Content-Type": "application/json",
-            "Content-Encoding": _chaos.inflating_encoding(fault.variant),
+            "Content-Encoding": _hostile.inflating_encoding(fault.variant),
         }
         return web.Response(status=status, body=body, headers=headers)
     if fault.kind == "deep_json":
-        body = await asyncio.to_thread(_chaos.deep_json_body, endpoint, fault.variant)
+        body = await asyncio.to_thread(_hostile.deep_json_body, endpoint, fault.variant)
         return web.Response(status=200, body=body, content_type="application/json")
     if fault.kind == "non_finite_progress":
-        body = _chaos.non_finite_progress_body(fault.variant)
+        body = _hostile.non_finite_progress_body(fault.variant)
         return web.Response(status=200, body=body, content_type="application/json")
     if fault.kind == "echoed_key":
         return _echo_key(request, endpoint, response, fault)
@@ -213,7 +213,7 @@ def _echo_key(
 ) -> web.StreamResponse:
     key = request.headers.get(KEY_HEADER, "")
     quoted = quote(key, safe="")
-    variant = _chaos.echo_variant(endpoint, fault.variant)
+    variant = _hostile.echo_variant(endpoint, fault.variant)
     path = request.rel_url.path
     if variant.startswith("redirect"):
         status = fault.status if 300 <= fault.status <= 399 else 302
@@ -254,16 +254,16 @@ async def _drip(request: web.Request, response: web.StreamResponse, fault: Fault
         if "Content-Disposition" in response.headers:
             headers["Content-Disposition"] = response.headers["Content-Disposition"]
         if "Range" in request.headers and request.headers.get("If-Range", etag) == etag:
-            wanted = _requested_range(request, size)
+            wanted = requested_range(request, size)
             if wanted is None:
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             (start, stop), status = wanted, 206
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         length = stop - start
-        chunks = _read_range(path, start, length, chunk_size=4096)
+        chunks = read_range(path, start, length, chunk_size=4096)
     else:
         body = response.body if isinstance(response, web.Response) else None
-        raw = b" " * _chaos.DRIP_PAD + (body if isinstance(body, bytes) else b"")
+        raw = b" " * _hostile.DRIP_PAD + (body if isinstance(body, bytes) else b"")
         length, chunks = len(raw), (raw,)
     dripping = web.StreamResponse(status=status, headers=headers)
     dripping.content_length = length
@@ -285,103 +285,10 @@ async def _drip(request: web.Request, response: web.StreamResponse, fault: Fault
     return dripping
 
 
-# ------------------------------------------------------------------------------------ the artifact
+# ------------------------------------------------------------------------------------ byte ranges
 
 
-async def serve_artifact(
-    request: web.Request, artifact: Artifact, filename: str, fault: Fault | None
-) -> web.StreamResponse:
-    """The artifact as an export download, spoiled by ``fault`` (an artifact-stage one) if given."""
-    headers = {
-        "Content-Type": "application/pdf",
-        "Content-Disposition": f'attachment; filename="{filename}"',
-    }
-    if fault is None:
-        if _is_tls(request):
-            return await _serve_over_tls(request, artifact, headers)
-        return web.FileResponse(artifact.path, headers=headers)
-    return await _serve_faulty(request, artifact, headers, fault)
-
-
-def _is_tls(request: web.Request) -> bool:
-    return request.transport is not None and request.transport.get_extra_info("sslcontext") is not None
-
-
-async def _serve_over_tls(
-    request: web.Request, artifact: Artifact, headers: dict[str, str]
-) -> web.StreamResponse:
-    """The artifact over TLS, in 1 MiB writes, with Range and If-Range as ``FileResponse`` answers them.
-
-    ``FileResponse`` cannot use sendfile under TLS, and its fallback was the bottleneck of HTTPS downloads:
-    1 GiB took 12.6-14.4 s to curl, against 2.0-2.5 s with 1 MiB writes (benchmarks/download_throughput.py).
-    """
-    size = artifact.size
-    etag = f'"{artifact.sha256[:32]}"'
-    headers.update({"Accept-Ranges": "bytes", "ETag": etag})
-    start, stop, status = 0, size, 200
-    if "Range" in request.headers and request.headers.get("If-Range", etag) == etag:
-        wanted = _requested_range(request, size)
-        if wanted is None:
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        (start, stop), status = wanted, 206
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = stop - start
-    await response.prepare(request)
-    try:
-        for chunk in _read_range(artifact.path, start, stop - start, chunk_size=1024 * 1024):
-            await response.write(chunk)
-        await response.write_eof()
-    except ConnectionError:  # the client went away
-        pass
-    return response
-
-
-async def _serve_faulty(
-    request: web.Request, artifact: Artifact, headers: dict[str, str], fault: Fault
-) -> web.StreamResponse:
-    size = artifact.size
-    start, stop, status = 0, size, 200
-    headers["Accept-Ranges"] = "bytes"
-    chunked = fault.kind in ("chunked", "chunked_truncate")
-    if "Range" in request.headers and fault.kind != "ignore_range" and not chunked:
-        wanted = _requested_range(request, size)
-        if wanted is None:
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        (start, stop), status = wanted, 206
-        if fault.kind == "wrong_range":
-            start = min(start + 7, stop - 1)
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    response = web.StreamResponse(status=status, headers=headers)
-    if chunked:
-        response.enable_chunked_encoding()
-    else:
-        response.content_length = stop - start
-    await response.prepare(request)
-    complete = fault.kind in ("ignore_range", "wrong_range", "chunked")
-    after = fault.after_bytes
-    if fault.kind in ("truncated_body", "reset_mid_body"):  # chaos cuts a share of the file, not a byte count
-        after = int(size * fault.fraction)
-    to_send = stop - start if complete else min(after, stop - start)
-    try:
-        for chunk in _read_range(artifact.path, start, to_send):
-            await response.write(chunk)
-        if complete:
-            await response.write_eof()
-            return response
-    except ConnectionError:  # the client gave up first (e.g. its read timeout during a stall)
-        return response
-    if fault.kind == "stall":
-        await asyncio.sleep(fault.seconds)
-    if fault.kind == "reset_mid_body":
-        return reset_connection(request, response)
-    # Drop the connection with the body short of what was promised, as a broken network would.
-    if request.transport is not None:
-        request.transport.close()
-    return response
-
-
-def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
     """``(start, stop)`` of the request's ``Range`` within ``size`` bytes; ``None``: it cannot be served."""
     try:
         rng = request.http_range
@@ -394,7 +301,8 @@ def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
     return (start, stop) if start < min(size, stop) else None
 
 
-def _read_range(path: Path, start: int, length: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+def read_range(path: Path, start: int, length: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+    """Up to ``length`` bytes of the file at ``path`` from ``start``, in chunks of at most ``chunk_size``."""
     with path.open("rb") as fh:
         fh.seek(start)
         remaining = length

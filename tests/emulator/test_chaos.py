@@ -23,17 +23,19 @@ from airflow_provider_cex.emulator import (
 )
 from airflow_provider_cex.emulator.chaos import (
     APPLIES_TO,
+    HOSTILE_DISPOSITIONS,
+    HOSTILE_KINDS,
+    SCHEDULED_KINDS,
+    random_chaos,
+    scheduled_chaos,
+)
+from airflow_provider_cex.emulator.hostile_bodies import (
     DEEP_JSON_DEPTH,
     DRIP_PAD,
     ECHO_VARIANTS,
-    HOSTILE_DISPOSITIONS,
-    HOSTILE_KINDS,
     INFLATE_ENCODINGS,
     NON_FINITE_PROGRESS,
-    SCHEDULED_KINDS,
     inflating_body,
-    random_chaos,
-    scheduled_chaos,
 )
 from airflow_provider_cex.emulator.serving import slow_answers_in_progress
 
