@@ -25,7 +25,7 @@ from airflow_provider_cex.exceptions import (
 )
 from airflow_provider_cex.policy import Call, RetryableFailure, is_retryable_status, parse_retry_after
 from airflow_provider_cex.redaction import snippet
-from airflow_provider_cex.settings import ConnectionSettings, origin_of
+from airflow_provider_cex.settings import ConnectionSettings, origin_of, proxy_label
 
 #: How both transports name a connection the server never accepted (nothing was sent).
 CONNECTION_REFUSED = "connection refused or host unreachable"
@@ -98,6 +98,13 @@ START_UNCERTAIN_ADVICE = (
     "to start a new one."
 )
 """What to do when a start request may have been processed but its answer was lost."""
+
+
+def proxy_in_use(settings: ConnectionSettings, url: str) -> str | None:
+    """How messages name the proxy ``url`` goes through, or None when it goes direct (the choice:
+    :meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy`)."""
+    proxy, from_extra = settings.choose_proxy(url)
+    return proxy_label(proxy, from_extra=from_extra) if proxy else None
 
 
 def proxy_failure(

@@ -1,12 +1,11 @@
 """The call policy: what follows one attempt of a Remote API call, written once and free of I/O.
 
-Both transports drive it: retry, and after how long (:class:`RetryPolicy`, ``Retry-After``, the budget of
-:class:`Retries`); never repeat a start POST that may have been processed (:class:`Call`: only the start
-call is not idempotent); follow a redirect or not, and with or without the key (:func:`redirect`,
-:func:`key_header`: the key goes to the application origin only); the headers every request carries. Which
-error a failed attempt becomes, in which words, is in :mod:`~airflow_provider_cex.failures`. The decisions
-are written once here; the order of the steps (send, follow a redirect, probe without the key, retry or
-wait, decode) is still a loop in each hook.
+The core that drives each call (:mod:`~airflow_provider_cex.calls`) asks it: retry, and after how long
+(:class:`RetryPolicy`, ``Retry-After``, the budget of :class:`Retries`); never repeat a start POST that may
+have been processed (:class:`Call`: only the start call is not idempotent); follow a redirect or not, and
+with or without the key (:func:`redirect`, :func:`key_header`: the key goes to the application origin only);
+the headers every request carries. Which error a failed attempt becomes, in which words, is in
+:mod:`~airflow_provider_cex.failures`.
 """
 
 from __future__ import annotations
@@ -146,7 +145,7 @@ def give_up_message(
     return f"Could not {call} after {tries}: {failure.reason}. {advice}"
 
 
-# --------------------------------------------------------------------------- one call, attempt by attempt
+# --------------------------------------------------------------------------- what each attempt carries
 
 
 def default_headers(client: str) -> dict[str, str]:
@@ -161,7 +160,11 @@ def default_headers(client: str) -> dict[str, str]:
 def key_header(settings: ConnectionSettings, url: str) -> dict[str, str]:
     """The key header (:data:`.endpoints.KEY_HEADER`) for ``url``: only on the application origin (scheme,
     host, port)."""
-    return {KEY_HEADER: settings.api_key} if origin_of(url) == settings.origin else {}
+    # A URL under the application URL is on its origin: same "scheme://host:port/" (the poll's case), with
+    # no URL parsing; any other is compared by origin.
+    base = settings.base_url
+    home = url.startswith(base) and url[len(base) : len(base) + 1] in "/?"
+    return {KEY_HEADER: settings.api_key} if home or origin_of(url) == settings.origin else {}
 
 
 @dataclass(frozen=True)

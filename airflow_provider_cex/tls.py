@@ -10,6 +10,8 @@ import ssl
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+import certifi
+
 from airflow_provider_cex.exceptions import ContentExporterError
 
 if TYPE_CHECKING:
@@ -94,11 +96,7 @@ def _load_context(path: str) -> ssl.SSLContext:
 
 
 def _certifi_bundle() -> str | None:
-    try:
-        import certifi
-    except ImportError:
-        return None
-    return str(certifi.where())
+    return str(certifi.where())  # imported with this module: never on a triggerer's event loop
 
 
 def quiet_insecure_request_warnings(base_url: str) -> None:

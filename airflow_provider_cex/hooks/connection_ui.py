@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from airflow_provider_cex import (
     CONFLUENCE_URL_PATTERN,
     HIDDEN_FIELDS,
@@ -21,9 +19,10 @@ from airflow_provider_cex import (
     TIMEOUT_TEXT_PATTERN,
     conn_fields,
 )
+from airflow_provider_cex.calls import Broken, Head, failure_of
 from airflow_provider_cex.endpoints import EXPORT_PROGRESS, START_EXPORT
 from airflow_provider_cex.exceptions import ContentExporterError
-from airflow_provider_cex.hooks.requests_io import failure_of
+from airflow_provider_cex.failures import proxy_failure, proxy_in_use
 from airflow_provider_cex.policy import Call
 from airflow_provider_cex.tls import tls_problem
 
@@ -76,31 +75,30 @@ def probe(hook: ContentExporterHook) -> tuple[bool, str]:
     subject: :meth:`~airflow_provider_cex.hooks.content_exporter.ContentExporterHook.test_connection`)."""
     from airflow_provider_cex.connection_check import PROBE_HASH, PROBE_PAGE_ID, ProbeAnswers, verdict
 
+    call = Call(EXPORT_PROGRESS, PROBE_HASH)
     try:
         settings = hook.settings
         progress_url = settings.url(EXPORT_PROGRESS, PROBE_HASH)
-        resp = hook._send("GET", progress_url)
-        if resp.status_code == 407:  # the proxy's login, not the key: failures words it
-            hook._check_status(resp, Call(EXPORT_PROGRESS, PROBE_HASH), progress_url)
-        resp.close()
+        transport = hook.transport
+        answer = transport.run(hook.driver.once(call, progress_url))
+        if isinstance(answer, Head) and answer.status == 407:  # the proxy's login, not the key
+            raise proxy_failure(call, settings, proxy_in_use(settings, progress_url), status=407)
     except ContentExporterError as err:
         return False, str(err)
-    except requests.exceptions.ProxyError as err:
-        failure = failure_of(err, Call(EXPORT_PROGRESS, PROBE_HASH), hook.settings, progress_url)
-        advice = getattr(failure, "advice", None)
-        return False, f"Cannot reach {hook.settings.base_url}: {failure}. {advice}" if advice else str(
-            failure
-        )
-    except requests.exceptions.SSLError as err:
-        return False, tls_problem(hook.settings, err)
-    except requests.RequestException as err:
+    if isinstance(answer, Broken):
+        if answer.tls is not None:
+            return False, tls_problem(settings, answer.tls)
+        if answer.at_proxy:
+            failure = failure_of(answer, call, settings, progress_url)
+            advice = getattr(failure, "advice", None)
+            return False, f"Cannot reach {settings.base_url}: {failure}. {advice}" if advice else str(failure)
         return False, (
-            f"Cannot reach {hook.settings.base_url} ({type(err).__name__}): check the Application "
-            "URL or region, and that this worker can reach it."
+            f"Cannot reach {settings.base_url} ({answer.reason}): check the Application URL or region, and "
+            "that this worker can reach it."
         )
     answers = ProbeAnswers(
-        progress_with_key=resp.status_code,
-        progress_without_key=hook._keyless_status("GET", progress_url),
-        start_without_key=hook._keyless_status("POST", settings.url(START_EXPORT, PROBE_PAGE_ID)),
+        progress_with_key=answer.status,
+        progress_without_key=transport.keyless_status("GET", progress_url),
+        start_without_key=transport.keyless_status("POST", settings.url(START_EXPORT, PROBE_PAGE_ID)),
     )
     return verdict(settings, answers)

@@ -1,10 +1,10 @@
-"""ContentExporterHook: the Remote API over requests, driving :mod:`airflow_provider_cex.policy`.
+"""ContentExporterHook: the Remote API over requests.
 
-Whether to retry, follow a redirect (with the key or not) is decided in :mod:`~airflow_provider_cex.policy`,
-which error a failure becomes in :mod:`~airflow_provider_cex.failures`, answers are read by
-:mod:`~airflow_provider_cex.answers`: the code the async hook (:mod:`.content_exporter_async`) drives too;
-the order of the steps is still this hook's own loop. Files on disk are :mod:`~airflow_provider_cex.files`'
-business; the UI's part (the 2.11 form, Test Connection's probes) is :mod:`.connection_ui`.
+Each call's steps (send, redirect, status, retry or wait, decode) come from :mod:`airflow_provider_cex.calls`,
+the core the async hook (:mod:`.content_exporter_async`) drives too; :mod:`.requests_io` performs them.
+A download's body is copied, hashed and resumed by :mod:`.download` into a temp file of
+:mod:`airflow_provider_cex.files`. The UI's part (the 2.11 form, Test Connection's probes) is
+:mod:`.connection_ui`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -27,57 +27,27 @@ from airflow_provider_cex import (
     DEFAULT_CONN_ID,
 )
 from airflow_provider_cex.answers import (
-    MAX_ERROR_BODY,
-    MAX_SMALL_BODY,
     DownloadedExport,
     ExportProgress,
     UnreadableBody,
     decode_progress,
     parse_export_hash,
 )
+from airflow_provider_cex.calls import Driver
 from airflow_provider_cex.endpoints import DOWNLOAD_EXPORT, EXPORT_PROGRESS, START_EXPORT
 from airflow_provider_cex.exceptions import (
     ContentExporterProtocolError,
     ContentExporterStartUncertainError,
 )
-from airflow_provider_cex.failures import (
-    START_UNCERTAIN_ADVICE,
-    failure_for_status,
-    route_exists,
-    should_probe_route,
-    unreadable_answer,
-)
+from airflow_provider_cex.failures import START_UNCERTAIN_ADVICE, unreadable_answer
 from airflow_provider_cex.files import TempFiles, final_path, is_folder, refuse_existing
 from airflow_provider_cex.hooks.download import copy_with_resume
-from airflow_provider_cex.hooks.requests_io import (
-    Deadline,
-    WatchedAdapter,
-    failure_of,
-    proxy_in_use,
-    read_body,
-    requests_proxies,
-)
+from airflow_provider_cex.hooks.requests_io import RequestsTransport, WatchedAdapter
 from airflow_provider_cex.inputs import build_start_body, validate_export_hash
-from airflow_provider_cex.policy import (
-    MAX_REDIRECTS,
-    Call,
-    Retries,
-    RetryableFailure,
-    RetryEvent,
-    RetryPolicy,
-    default_headers,
-    key_header,
-    redirect,
-    too_many_redirects,
-)
+from airflow_provider_cex.policy import Call, RetryEvent, RetryPolicy, default_headers
 from airflow_provider_cex.redaction import scrub
 from airflow_provider_cex.settings import KEY_TRIMMED_WARNING, ConnectionSettings, settings_from_connection
-from airflow_provider_cex.tls import (
-    VERIFY_OFF_WARNING,
-    quiet_insecure_request_warnings,
-    ssl_context,
-    tls_failure,
-)
+from airflow_provider_cex.tls import VERIFY_OFF_WARNING, quiet_insecure_request_warnings, ssl_context
 
 if TYPE_CHECKING:
     from requests import Response
@@ -85,8 +55,6 @@ if TYPE_CHECKING:
     from airflow_provider_cex.hooks.content_exporter_async import ContentExporterAsyncHook
 
 __all__ = ["ContentExporterAsyncHook", "ContentExporterHook", "DownloadedExport", "ExportProgress"]
-
-T = TypeVar("T")
 
 
 def __getattr__(name: str) -> Any:
@@ -230,9 +198,11 @@ class ContentExporterHook(BaseHook):
         url = self.settings.url(START_EXPORT, page)
         # A POST is repeated only when it surely was not processed: failures.failure_for_status and
         # failures.network_failure decide.
-        _status, headers, raw = self._with_retries(call, lambda: self._attempt_small(call, url, payload))
+        answer = self.transport.run(self.driver.small(call, url, payload))
         try:
-            export_hash = parse_export_hash(raw, headers.get("Content-Type"), self.settings.api_key)
+            export_hash = parse_export_hash(
+                answer.body, answer.head.headers.get("Content-Type"), self.settings.api_key
+            )
         except ContentExporterProtocolError as err:  # a 2xx without a usable hash: the export may run
             raise ContentExporterStartUncertainError(
                 f"{err} The service accepted the request, so the export may be running: "
@@ -247,9 +217,9 @@ class ContentExporterHook(BaseHook):
         export_hash = validate_export_hash(export_hash)
         call = Call(EXPORT_PROGRESS, export_hash)
         url = self.settings.url(EXPORT_PROGRESS, export_hash)
-        _status, _headers, raw = self._with_retries(call, lambda: self._attempt_small(call, url))
+        answer = self.transport.run(self.driver.small(call, url))
         try:
-            return decode_progress(export_hash, raw, self.settings.api_key)
+            return decode_progress(export_hash, answer.body, self.settings.api_key)
         except UnreadableBody as err:  # JSON nested too deeply
             raise unreadable_answer(call, err.reason) from None
 
@@ -301,9 +271,7 @@ class ContentExporterHook(BaseHook):
             with self._temp_files.writing(
                 target, overwrite=overwrite, fsync=fsync, expected_size=expected
             ) as out:
-                retries = Retries(
-                    call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
-                )
+                retries = self.driver.retries(call)
                 reopen = functools.partial(self._open_download, url, call)
                 size, digest = copy_with_resume(
                     resp, out, call, reopen, retries, self.sleep, self.log, self.settings.low_speed
@@ -345,156 +313,22 @@ class ContentExporterHook(BaseHook):
         ok, message = probe(self)
         return ok, for_test_connection(message, self.content_exporter_conn_id)
 
-    # ------------------------------------------------------------------ HTTP plumbing
+    # ------------------------------------------------------------------ the transport
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        json_body: Any = None,
-        headers: dict[str, str] | None = None,
-        deadline: Deadline | None = None,
-    ) -> Response:
-        """Send one request, following redirects by hand so the key goes to the application origin only.
+    @cached_property
+    def driver(self) -> Driver:
+        """The steps of each call (:mod:`airflow_provider_cex.calls`): the order, the retries, the errors."""
+        return Driver(self.settings, self.retry_policy, log=self.log, rng=self.rng, on_retry=self.on_retry)
 
-        ``deadline``: no hop waits for its headers beyond it (each read waits at most the time left).
-        """
-        settings = self.settings
-        session = self.get_conn()
-        send_key = True  # the first URL is built from the application URL
-        for _hop in range(MAX_REDIRECTS + 1):
-            request_headers = {**(headers or {}), **(key_header(settings, url) if send_key else {})}
-            if deadline is not None and deadline.remaining() <= 0:
-                raise deadline.exceeded()
-            read_timeout = deadline.read_timeout_now() if deadline is not None else settings.read_timeout
-            resp = session.request(
-                method,
-                url,
-                json=json_body,
-                headers=request_headers,
-                timeout=(settings.connect_timeout, read_timeout),
-                allow_redirects=False,
-                stream=True,
-                verify=settings.verify,
-                proxies=requests_proxies(settings, url),  # the one proxy rule, not requests' own
-            )
-            hop = redirect(method, url, resp.status_code, resp.headers.get("Location"), settings)
-            if hop is None:
-                return resp
-            resp.close()
-            if hop.method != method:
-                json_body = None
-            if not hop.send_key:
-                self.log.info("Following redirect to %s (without the API key)", hop.url.split("/")[2])
-            url, method, send_key = hop.url, hop.method, hop.send_key
-        raise too_many_redirects(url)
-
-    def _with_retries(self, call: Call, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` until it succeeds, retrying ``RetryableFailure`` per the retry policy."""
-        retries = Retries(
-            call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
-        )
-        while True:
-            try:
-                return attempt()
-            except RetryableFailure as failure:
-                event = retries.wait_after(failure)
-                event.log(self.log)
-                self.sleep(event.wait)
-
-    def _check_status(self, resp: Response, call: Call, url: str, deadline: Deadline | None = None) -> None:
-        """Raise for a non-2xx response: retryable ones as ``RetryableFailure``, others as final errors."""
-        status = resp.status_code
-        if 200 <= status < 300:
-            return
-        try:
-            body = read_body(resp, MAX_ERROR_BODY, strict=False, deadline=deadline)
-        except requests.RequestException:
-            body = b""
-        finally:
-            resp.close()
-        final_url = resp.url or url
-        probe = should_probe_route(status, final_url, self.settings)
-        raise failure_for_status(
-            status,
-            call,
-            self.settings,
-            url=final_url,
-            body=body,
-            retry_after=resp.headers.get("Retry-After"),
-            route_exists=route_exists(self._keyless_status(call.method, final_url)) if probe else None,
-            proxy=proxy_in_use(self.settings, final_url),
-        )
-
-    def _keyless_status(self, method: str, url: str) -> int | None:
-        """The status of ``method url`` sent without the API key and without a body; None if unreachable.
-
-        Used only to explain a 404 (and by Test Connection): a request without a key cannot start an
-        export, and its answer tells a guarded endpoint (401/403) from a missing one (404).
-        """
-        try:
-            resp = self.get_conn().request(
-                method,
-                url,
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                allow_redirects=False,
-                stream=True,
-                verify=self.settings.verify,
-                proxies=requests_proxies(self.settings, url),
-            )
-        except requests.RequestException:
-            return None
-        resp.close()
-        return resp.status_code
-
-    def _attempt_small(self, call: Call, url: str, json_body: Any = None) -> tuple[int, Any, bytes]:
-        """One attempt of a call with a small body: returns (status, headers, body).
-
-        The attempt as a whole (redirects, headers, body) ends by ``connect + read`` seconds of the
-        connection's timeout; the body is decoded within :data:`~airflow_provider_cex.answers.MAX_SMALL_BODY`.
-        """
-        settings = self.settings
-        deadline = Deadline(settings.connect_timeout + settings.read_timeout, settings.read_timeout)
-        try:
-            with deadline.guarding():
-                resp = self._send(call.method, url, json_body=json_body, deadline=deadline)
-                self._check_status(resp, call, url, deadline)
-                with resp:
-                    body = read_body(resp, MAX_SMALL_BODY, deadline=deadline)
-            return resp.status_code, resp.headers, body
-        except UnreadableBody as err:
-            raise unreadable_answer(call, err.reason) from None
-        except requests.RequestException as err:
-            # The watchdog cut the connection: whatever broke then, the time was up.
-            failed: requests.RequestException = deadline.exceeded() if deadline.fired else err
-            if isinstance(
-                failed, requests.exceptions.SSLError
-            ):  # final: says why (unknown CA, name mismatch)
-                raise tls_failure(call, self.settings, failed) from None
-            raise failure_of(failed, call, self.settings, url) from None
+    @property
+    def transport(self) -> RequestsTransport:
+        """Performs the driver's steps over the hook's session (:meth:`get_conn`)."""
+        return RequestsTransport(self.get_conn(), self.settings, self.sleep)
 
     def _open_download(
         self, url: str, call: Call, range_from: int = 0, validator: str | None = None
     ) -> Response:
         """GET the file (from byte ``range_from`` when > 0), retrying 429/5xx/network errors; 200 or 206."""
-
-        def attempt() -> Response:
-            headers = {"Accept-Encoding": "identity"}
-            if range_from:
-                headers["Range"] = f"bytes={range_from}-"
-                if validator:
-                    headers["If-Range"] = validator
-            try:
-                resp = self._send("GET", url, headers=headers)
-                if resp.status_code == 206 and not range_from:
-                    resp.close()
-                    raise RetryableFailure("the server answered 206 to a request without Range")
-                self._check_status(resp, call, url)
-                return resp
-            except requests.exceptions.SSLError as err:  # final: says why (unknown CA, name mismatch)
-                raise tls_failure(call, self.settings, err) from None
-            except requests.RequestException as err:
-                raise failure_of(err, call, self.settings, url) from None
-
-        return self._with_retries(call, attempt)
+        _head, resp = self.transport.open(self.driver.download(call, url, range_from, validator))
+        assert resp is not None
+        return resp

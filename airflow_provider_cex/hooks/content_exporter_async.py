@@ -1,9 +1,9 @@
-"""ContentExporterAsyncHook: progress polling over aiohttp for triggers, on the same policy as the sync hook.
+"""ContentExporterAsyncHook: progress polling over aiohttp for triggers, on the core the sync hook drives too.
 
-It makes the same decisions as the requests hook (retries, redirects, errors), from the same code
-(:mod:`~airflow_provider_cex.policy`, :mod:`~airflow_provider_cex.failures`,
-:mod:`~airflow_provider_cex.answers`); only sending, reading and sleeping differ. Everything is imported at
-the top, so no import runs on a triggerer's event loop.
+A poll's steps (send, redirect, status, retry or wait, decode) come from :mod:`airflow_provider_cex.calls`,
+as the requests hook's do; this hook performs them over aiohttp: it only sends, reads and sleeps.
+Everything is imported at the top, so no import runs on a triggerer's event loop (certifi included: see
+:mod:`airflow_provider_cex.tls`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from airflow.providers.common.compat.connection import get_async_connection
@@ -22,44 +22,21 @@ from airflow.providers.common.compat.sdk import BaseHook
 from yarl import URL
 
 from airflow_provider_cex import DEFAULT_CONN_ID
-from airflow_provider_cex.answers import (
-    MAX_ERROR_BODY,
-    MAX_SMALL_BODY,
-    BodyDecoder,
-    ExportProgress,
-    UnreadableBody,
-    decode_progress,
-)
+from airflow_provider_cex.answers import BodyDecoder, ExportProgress, UnreadableBody, decode_progress
+from airflow_provider_cex.calls import Broken, Discard, Driver, Head, Probe, Read, Send, Steps, out_of_time
 from airflow_provider_cex.endpoints import EXPORT_PROGRESS
-from airflow_provider_cex.failures import (
-    CONNECTION_REFUSED,
-    failure_for_status,
-    proxy_failure,
-    route_exists,
-    should_probe_route,
-    unreadable_answer,
-)
+from airflow_provider_cex.failures import CONNECTION_REFUSED, unreadable_answer
 from airflow_provider_cex.inputs import validate_export_hash
-from airflow_provider_cex.policy import (
-    MAX_REDIRECTS,
-    Call,
-    Retries,
-    RetryableFailure,
-    RetryEvent,
-    RetryPolicy,
-    default_headers,
-    key_header,
-    redirect,
-    too_many_redirects,
-)
+from airflow_provider_cex.policy import Call, RetryEvent, RetryPolicy, default_headers
 from airflow_provider_cex.settings import (
     KEY_TRIMMED_WARNING,
     ConnectionSettings,
     origin_of,
-    proxy_label,
     settings_from_connection,
 )
-from airflow_provider_cex.tls import VERIFY_OFF_WARNING, ssl_context, tls_failure
+from airflow_provider_cex.tls import VERIFY_OFF_WARNING, ssl_context
+
+T = TypeVar("T")
 
 
 class ContentExporterAsyncHook(BaseHook):
@@ -100,24 +77,26 @@ class ContentExporterAsyncHook(BaseHook):
         self.sleep = sleep or asyncio.sleep
         self.on_retry = on_retry
         self.settings: ConnectionSettings | None = None
+        #: The steps of each call (:mod:`airflow_provider_cex.calls`), made in ``async with``.
+        self.driver: Driver | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool = True
         self._calls: dict[str, tuple[str, Call]] = {}  # a trigger polls one hash: build its URL once
-        self._key_header: dict[
-            str, str
-        ] = {}  # for the first hop, whose URL is built from the application URL
-        self._proxy: URL | None = None  # for the first hop too: the application origin's proxy
         self._proxies: dict[tuple[str, str, int], URL | None] = {}  # origin -> proxy (None: direct)
+        self._polled_url: str = ""  # the last URL sent to, and its proxy
+        self._polled_proxy: URL | None = None
 
     async def __aenter__(self) -> ContentExporterAsyncHook:
         self.settings = await SETTINGS_CACHE.get(self.content_exporter_conn_id)
-        self._key_header = key_header(self.settings, self.settings.base_url)
         if self.settings.key_trimmed:  # once per trigger run, as the sync hook says it once per hook
             self.log.warning(KEY_TRIMMED_WARNING, self.content_exporter_conn_id)
         self._ssl = ssl_context(self.settings)  # a 'verify' path that cannot be loaded fails here
         if self._ssl is False:  # once per trigger run (aiohttp itself does not warn)
             self.log.warning(VERIFY_OFF_WARNING, self.content_exporter_conn_id, self.settings.base_url)
-        self._proxy = self._proxy_for(self.settings.base_url)  # before the session: may raise
+        self._proxy_for(self.settings.base_url)  # before the session: a bad proxy URL raises here
+        self.driver = Driver(
+            self.settings, self.retry_policy, log=self.log, rng=self.rng, on_retry=self.on_retry
+        )
         self._session = aiohttp.ClientSession(
             headers=default_headers(f"aiohttp/{aiohttp.__version__}"),
             trust_env=False,  # the environment's proxy is resolved above, not again at every poll
@@ -139,103 +118,107 @@ class ContentExporterAsyncHook(BaseHook):
 
     async def get_export_progress(self, export_hash: str) -> ExportProgress:
         """Read the progress of an export, retrying transient failures as the sync hook does."""
-        if self.settings is None or self._session is None:
+        if self.driver is None or self._session is None:
             raise RuntimeError("use ContentExporterAsyncHook in 'async with'")
         known = self._calls.get(export_hash)
         if known is None:
             export_hash = validate_export_hash(export_hash)
-            url = self.settings.url(EXPORT_PROGRESS, export_hash)
+            url = self.driver.settings.url(EXPORT_PROGRESS, export_hash)
             known = self._calls[export_hash] = (url, Call(EXPORT_PROGRESS, export_hash))
         url, call = known
-        retries: Retries | None = None  # made on the first failure: most polls need none
-        budget = self.settings.connect_timeout + self.settings.read_timeout
-        while True:
-            try:
-                async with asyncio.timeout(budget):  # connect and all reads of one attempt together
-                    raw = await self._get_small(url, call)
-                break
-            except TimeoutError:
-                failure = RetryableFailure(
-                    f"the answer took longer than {budget:g} s in all (the connection's timeout, "
-                    "connect + read, bounds a whole call)"
-                )
-            except RetryableFailure as err:
-                failure = err
-            retries = retries or Retries(
-                call, self.retry_policy, self.settings.base_url, rng=self.rng, on_retry=self.on_retry
-            )
-            event = retries.wait_after(failure)
-            event.log(self.log)
-            await self.sleep(event.wait)
+        answer = await self.run(self.driver.small(call, url))
         try:
-            return decode_progress(export_hash, raw, self.settings.api_key)
+            return decode_progress(export_hash, answer.body, self.driver.settings.api_key)
         except UnreadableBody as err:  # JSON nested too deeply
             raise unreadable_answer(call, err.reason) from None
 
-    async def _get_small(self, url: str, call: Call) -> bytes:
-        """One GET attempt, redirects followed by hand (the key goes to the application origin only)."""
-        assert self.settings is not None and self._session is not None
-        settings, session = self.settings, self._session
-        send_key = True
-        try:
-            for hop_number in range(MAX_REDIRECTS + 1):
-                if hop_number == 0:  # the first URL is built from the application URL
-                    headers, proxy = self._key_header, self._proxy
-                else:
-                    headers = key_header(settings, url) if send_key else {}
-                    proxy = self._proxy_for(url)
-                async with session.get(
-                    url, headers=headers, allow_redirects=False, ssl=self._ssl, proxy=proxy
-                ) as resp:
-                    hop = redirect("GET", url, resp.status, resp.headers.get("Location"), settings)
-                    if hop is not None:
-                        if not hop.send_key:
-                            self.log.info(
-                                "Following redirect to %s (without the API key)", hop.url.split("/")[2]
-                            )
-                        url, send_key = hop.url, hop.send_key
-                        continue
-                    status, retry_after = resp.status, resp.headers.get("Retry-After")
-                    ok = 200 <= status < 300
-                    limit = MAX_SMALL_BODY if ok else MAX_ERROR_BODY
-                    decoder = BodyDecoder(resp.headers.get("Content-Encoding"), limit, strict=ok)
-                    await _read_into(resp, decoder)
-                if ok:
-                    try:
-                        return decoder.result()
-                    except UnreadableBody as err:
-                        raise unreadable_answer(call, err.reason) from None
-                body = decoder.result()
-                probe = should_probe_route(status, url, settings)
-                raise failure_for_status(
-                    status,
-                    call,
-                    settings,
-                    url=url,
-                    body=body,
-                    retry_after=retry_after,
-                    route_exists=route_exists(await self._keyless_status(url)) if probe else None,
-                    proxy=self._proxy_label(url),
-                )
-        except aiohttp.ClientSSLError as err:  # final: says why (unknown CA, name mismatch)
-            raise tls_failure(call, settings, err) from None
-        except aiohttp.ClientProxyConnectionError:  # before its base class, ClientConnectorError
-            reason = CONNECTION_REFUSED
-            raise proxy_failure(call, settings, self._proxy_label(url), reason=reason) from None
-        except aiohttp.ClientHttpProxyError as err:  # the proxy's answer to CONNECT (an https:// URL)
-            raise proxy_failure(call, settings, self._proxy_label(url), status=err.status) from None
-        except aiohttp.ClientConnectorError:
-            raise RetryableFailure(CONNECTION_REFUSED) from None
-        except (TimeoutError, aiohttp.ClientError) as err:
-            raise RetryableFailure(_describe_error(err)) from None
-        raise too_many_redirects(url)
+    async def run(self, steps: Steps[T]) -> T:
+        """Perform the steps of a call (:mod:`airflow_provider_cex.calls`) to their end: send, read, sleep.
 
-    async def _keyless_status(self, url: str) -> int | None:
-        """The status of a GET of ``url`` without the key (to explain a 404); None if it fails."""
+        One timer per call bounds each attempt by its budget (rescheduled when an attempt starts, off
+        while waiting between attempts); when it fires, the steps hear that the attempt ran out of time.
+        """
+        resp: aiohttp.ClientResponse | None = None
+        loop = asyncio.get_running_loop()
+        budget = 0.0
+        outcome: Any = None
+        try:
+            while True:
+                clock = asyncio.timeout(None)
+                try:
+                    async with clock:
+                        while True:
+                            try:
+                                action = steps.send(outcome)
+                            except StopIteration as done:
+                                return done.value
+                            if isinstance(action, Send):
+                                if resp is not None:
+                                    resp.release()
+                                if action.first_hop:
+                                    budget = action.budget or 0.0
+                                    clock.reschedule(loop.time() + budget if action.budget else None)
+                                resp, outcome = await self._send(action)
+                            elif isinstance(action, Read):
+                                assert resp is not None, "Read follows a Send"
+                                outcome = await self._read(resp, action)
+                                resp = None
+                            elif isinstance(action, Discard):
+                                if resp is not None:
+                                    resp.release()
+                                resp = outcome = None
+                            elif isinstance(action, Probe):
+                                outcome = await self._keyless_status(action.method, action.url)
+                            else:
+                                clock.reschedule(None)
+                                outcome = await self.sleep(action.seconds)
+                except TimeoutError:
+                    if not clock.expired():
+                        raise
+                    if resp is not None:
+                        resp.close()
+                        resp = None
+                    outcome = out_of_time(budget)
+        finally:
+            if resp is not None:
+                resp.close()
+
+    async def _send(self, action: Send) -> tuple[aiohttp.ClientResponse | None, Head | Broken]:
+        assert self._session is not None
+        try:
+            resp = await self._session.request(
+                action.method,
+                action.url,
+                headers=action.headers,
+                json=action.json,
+                allow_redirects=False,
+                ssl=self._ssl,
+                proxy=self._proxy_for(action.url),
+            )
+        except (TimeoutError, aiohttp.ClientError) as err:
+            return None, broken(err)
+        return resp, Head(resp.status, resp.headers)
+
+    async def _read(self, resp: aiohttp.ClientResponse, action: Read) -> bytes | Broken | UnreadableBody:
+        decoder = BodyDecoder(resp.headers.get("Content-Encoding"), action.limit, strict=action.strict)
+        try:
+            await _read_into(resp, decoder)
+            return decoder.result()
+        except UnreadableBody as err:
+            return err
+        except (TimeoutError, aiohttp.ClientError) as err:
+            return broken(err)
+        finally:
+            resp.release()
+
+    async def _keyless_status(self, method: str, url: str) -> int | None:
+        """The status of ``method url`` without the key or a body (to explain a 404); None if it fails."""
         assert self._session is not None
         try:
             proxy = self._proxy_for(url)
-            async with self._session.get(url, allow_redirects=False, ssl=self._ssl, proxy=proxy) as resp:
+            async with self._session.request(
+                method, url, allow_redirects=False, ssl=self._ssl, proxy=proxy
+            ) as resp:
                 return resp.status
         except (TimeoutError, aiohttp.ClientError):
             return None
@@ -244,19 +227,30 @@ class ContentExporterAsyncHook(BaseHook):
         """The proxy for ``url``'s origin (None: direct), by the rule the sync hook follows too
         (:meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy`); looked up once per origin
         (a trigger polls one)."""
+        if url == self._polled_url:  # the poll's URL: no parsing at every poll
+            return self._polled_proxy
         origin = origin_of(url)
         if origin not in self._proxies:
             assert self.settings is not None
             proxy, _ = self.settings.choose_proxy(url)
             self._proxies[origin] = URL(proxy) if proxy else None
-        return self._proxies[origin]
+        self._polled_url, self._polled_proxy = url, self._proxies[origin]
+        return self._polled_proxy
 
-    def _proxy_label(self, url: str) -> str | None:
-        """How messages name the proxy ``url`` went through (never with its credentials), or None."""
-        proxy = self._proxies.get(origin_of(url))
-        if proxy is None or self.settings is None:
-            return None
-        return proxy_label(str(proxy), from_extra=self.settings.proxy_for(url) is not None)
+
+def broken(err: BaseException) -> Broken:
+    """What an aiohttp exception says about the network, for :func:`airflow_provider_cex.calls.failure_of`."""
+    if isinstance(err, aiohttp.ClientSSLError):  # final: tls.tls_failure says why (unknown CA, name mismatch)
+        return Broken(type(err).__name__, tls=err)
+    if isinstance(err, aiohttp.ClientProxyConnectionError):  # before its base class, ClientConnectorError
+        return Broken(CONNECTION_REFUSED, at_proxy=True)
+    if isinstance(err, aiohttp.ClientHttpProxyError):  # the proxy's answer to CONNECT (an https:// URL)
+        return Broken(f"HTTP {err.status}", at_proxy=True, proxy_status=err.status)
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return Broken(CONNECTION_REFUSED, surely_not_sent=True)
+    if isinstance(err, asyncio.TimeoutError):
+        return Broken("the server did not answer in time (read timeout)")
+    return Broken(f"the connection broke ({type(err).__name__})")
 
 
 async def _read_into(resp: aiohttp.ClientResponse, decoder: BodyDecoder) -> None:
@@ -272,12 +266,6 @@ async def _read_into(resp: aiohttp.ClientResponse, decoder: BodyDecoder) -> None
         raise aiohttp.ClientPayloadError(
             f"the body ended after {resp.content.total_bytes} of {declared} bytes"
         )
-
-
-def _describe_error(err: BaseException) -> str:
-    if isinstance(err, asyncio.TimeoutError):
-        return "the server did not answer in time (read timeout)"
-    return f"the connection broke ({type(err).__name__})"
 
 
 async def lookup_settings(conn_id: str) -> ConnectionSettings:

@@ -1,9 +1,9 @@
-"""What :class:`~airflow_provider_cex.hooks.content_exporter.ContentExporterHook` needs from requests besides
-sending: reading a capped body, telling network errors apart and naming the proxy a request went through.
+"""The requests transport of :class:`~airflow_provider_cex.hooks.content_exporter.ContentExporterHook`: it
+performs the steps of a call (:mod:`airflow_provider_cex.calls`) and only moves bytes.
 
-Decisions (retry or not, which error, which words) stay in :mod:`airflow_provider_cex.policy` and
-:mod:`airflow_provider_cex.failures`; this module only turns requests' exceptions and settings into the facts
-they ask for.
+:class:`RequestsTransport` sends, reads a capped body (:func:`read_body`) and sleeps; a :class:`Deadline` cuts
+an attempt that outlasts its budget; :func:`broken` tells what a requests exception says about the network.
+What happens next, and in which words, the steps decide.
 """
 
 from __future__ import annotations
@@ -17,21 +17,22 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import urllib3
 
-from airflow_provider_cex.answers import BodyDecoder
-from airflow_provider_cex.failures import CONNECTION_REFUSED, network_failure, proxy_failure
-from airflow_provider_cex.policy import Call
-from airflow_provider_cex.settings import ConnectionSettings, proxy_label
-from airflow_provider_cex.tls import tls_failure
+from airflow_provider_cex.answers import BodyDecoder, UnreadableBody
+from airflow_provider_cex.calls import Broken, Discard, Head, Probe, Read, Send, Steps, out_of_time
+from airflow_provider_cex.failures import CONNECTION_REFUSED
+from airflow_provider_cex.settings import ConnectionSettings
 
 if TYPE_CHECKING:
     from requests import Response
+
+T = TypeVar("T")
 
 #: How http.client reports a proxy's non-200 answer to CONNECT (the tunnel to an https:// URL).
 _TUNNEL_FAILED = re.compile(r"Tunnel connection failed: (\d{3})")
@@ -199,13 +200,6 @@ def read_body(resp: Response, limit: int, *, strict: bool = True, deadline: Dead
 _READ_SIZE = 64 * 1024
 
 
-def proxy_in_use(settings: ConnectionSettings, url: str) -> str | None:
-    """How messages name the proxy ``url`` goes through, or None when it goes direct (the choice:
-    :meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy`)."""
-    proxy, from_extra = settings.choose_proxy(url)
-    return proxy_label(proxy, from_extra=from_extra) if proxy else None
-
-
 def requests_proxies(settings: ConnectionSettings, url: str) -> dict[str, Any]:
     """The ``proxies`` argument that makes requests send ``url`` as
     :meth:`~airflow_provider_cex.settings.ConnectionSettings.choose_proxy` says: its scheme's proxy, and
@@ -218,12 +212,124 @@ def requests_proxies(settings: ConnectionSettings, url: str) -> dict[str, Any]:
     return chosen
 
 
-def failure_of(
-    err: requests.RequestException, call: Call, settings: ConnectionSettings, url: str
-) -> Exception:
-    """The failure (:mod:`~airflow_provider_cex.failures`) for a requests exception (on ``url``, or the
-    redirect it failed on)."""
-    url = getattr(err.request, "url", None) or url
+class RequestsTransport:
+    """Performs the steps of a call (:mod:`airflow_provider_cex.calls`) over one ``requests.Session``.
+
+    It sends, reads and sleeps; what to send next, and what an answer or a failure means, the steps decide.
+    Each attempt with a budget is guarded by a :class:`Deadline` from its first request to its last read.
+    """
+
+    def __init__(
+        self, session: requests.Session, settings: ConnectionSettings, sleep: Callable[[float], Any]
+    ) -> None:
+        self.session, self.settings, self.sleep = session, settings, sleep
+
+    def run(self, steps: Steps[T]) -> T:
+        """Perform ``steps`` to their end; the answer's body is read and closed."""
+        result, resp = self.open(steps)
+        if resp is not None:
+            resp.close()
+        return result
+
+    def open(self, steps: Steps[T]) -> tuple[T, Response | None]:
+        """Perform ``steps`` to their end and return their result with the answer still open (a download's
+        body, for the caller to read and close), or None if it was read."""
+        resp: Response | None = None
+        deadline: Deadline | None = None
+        guard = contextlib.ExitStack()
+        outcome: Any = None
+        try:
+            while True:
+                try:
+                    action = steps.send(outcome)
+                except StopIteration as done:
+                    kept, resp = resp, None
+                    return done.value, kept
+                if isinstance(action, Send):
+                    if resp is not None:
+                        resp.close()
+                    if action.first_hop:
+                        guard.close()
+                        deadline = None
+                        if action.budget:
+                            deadline = Deadline(action.budget, self.settings.read_timeout)
+                            guard.enter_context(deadline.guarding())
+                    resp, outcome = self._send(action, deadline)
+                elif isinstance(action, Read):
+                    outcome = self._read(resp, action, deadline)
+                    resp = None
+                elif isinstance(action, Discard):
+                    if resp is not None:
+                        resp.close()
+                    resp = outcome = None
+                elif isinstance(action, Probe):
+                    outcome = self.keyless_status(action.method, action.url)
+                else:
+                    guard.close()
+                    outcome = self.sleep(action.seconds)
+        finally:
+            guard.close()
+            if resp is not None:
+                resp.close()
+
+    def _send(self, action: Send, deadline: Deadline | None) -> tuple[Response | None, Head | Broken]:
+        settings = self.settings
+        if deadline is not None and deadline.remaining() <= 0:
+            return None, out_of_time(deadline.seconds)
+        read_timeout = deadline.read_timeout_now() if deadline is not None else settings.read_timeout
+        try:
+            resp = self.session.request(
+                action.method,
+                action.url,
+                json=action.json,
+                headers=dict(action.headers),
+                timeout=(settings.connect_timeout, read_timeout),
+                allow_redirects=False,
+                stream=True,
+                verify=settings.verify,
+                proxies=requests_proxies(settings, action.url),  # the one proxy rule, not requests' own
+            )
+        except requests.RequestException as err:
+            return None, broken(err, deadline)
+        return resp, Head(resp.status_code, resp.headers)
+
+    def _read(self, resp: Response | None, action: Read, deadline: Deadline | None) -> Any:
+        assert resp is not None, "Read follows a Send"
+        try:
+            with resp:
+                return read_body(resp, action.limit, strict=action.strict, deadline=deadline)
+        except UnreadableBody as err:
+            return err
+        except requests.RequestException as err:
+            return broken(err, deadline)
+
+    def keyless_status(self, method: str, url: str) -> int | None:
+        """The status of ``method url`` sent without the API key and without a body; None if unreachable.
+
+        Explains a 404, and is what Test Connection asks: a request without a key cannot start an
+        export, and its answer tells a guarded endpoint (401/403) from a missing one (404).
+        """
+        settings = self.settings
+        try:
+            resp = self.session.request(
+                method,
+                url,
+                timeout=(settings.connect_timeout, settings.read_timeout),
+                allow_redirects=False,
+                stream=True,
+                verify=settings.verify,
+                proxies=requests_proxies(settings, url),
+            )
+        except requests.RequestException:
+            return None
+        resp.close()
+        return resp.status_code
+
+
+def broken(err: requests.RequestException, deadline: Deadline | None = None) -> Broken:
+    """What a requests exception says about the network, for :func:`airflow_provider_cex.calls.failure_of`."""
+    if deadline is not None and (deadline.fired or isinstance(err, DeadlineExceeded)):
+        return out_of_time(deadline.seconds)  # whatever broke when the watchdog cut in, the time was up
     if isinstance(err, requests.exceptions.ProxyError):  # the request never got past the proxy
         from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -236,11 +342,10 @@ def failure_of(
             reason = "connection timed out"
         else:
             reason = f"the connection failed ({type(cause or err).__name__})"
-        status = int(tunnel[1]) if tunnel else None
-        return proxy_failure(call, settings, proxy_in_use(settings, url), status=status, reason=reason)
+        return Broken(reason, at_proxy=True, proxy_status=int(tunnel[1]) if tunnel else None)
     if isinstance(err, requests.exceptions.SSLError):
-        return tls_failure(call, settings)
-    return network_failure(call, describe_network_error(err), surely_not_sent=surely_not_sent(err))
+        return Broken(type(err).__name__, tls=err)  # worded by tls.tls_failure
+    return Broken(describe_network_error(err), surely_not_sent=surely_not_sent(err))
 
 
 def surely_not_sent(err: requests.RequestException) -> bool:
@@ -254,8 +359,6 @@ def surely_not_sent(err: requests.RequestException) -> bool:
 
 
 def describe_network_error(err: requests.RequestException) -> str:
-    if isinstance(err, DeadlineExceeded):
-        return f"{err} (the connection's timeout, connect + read, bounds a whole call)"
     if isinstance(err, requests.exceptions.ConnectTimeout):
         return "connection timed out"
     if isinstance(err, requests.exceptions.ReadTimeout):
