@@ -226,10 +226,12 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
         with self._new_hook() as hook:
             while True:
                 reading: ExportProgress | None = None
+                outage: ContentExporterTransientError | None = None
                 try:
                     reading = hook.get_export_progress(export_hash)
                 except ContentExporterTransientError as err:  # an outage shorter than the timeout
                     self.log.warning("%s", watch.unavailable_line(err))
+                    outage = err
                 else:
                     watch.observe(reading.progress)
                 step = next_step(reading, past_deadline=time.monotonic() >= deadline)
@@ -242,7 +244,10 @@ class ContentExporterExportOperator(StartsExport, SavesExport, ResumableJobMixin
                 if step is Step.TIMED_OUT:
                     from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
-                    from airflow_provider_cex.triggers.events import skip_or_raise
+                    from airflow_provider_cex.triggers.events import skip_or_raise, wait_error
+
+                    if outage is not None:  # an outage until the deadline: an error, as when deferred
+                        raise wait_error(export_hash, outage)
 
                     skip_or_raise(
                         AirflowSensorTimeout(watch.timed_out_message(self.timeout)),

@@ -88,6 +88,7 @@ class ContentExporterExportSensor(BaseSensorOperator):
         self.content_exporter_conn_id = content_exporter_conn_id
         self.deferrable = deferrable
         self._watch: ExportWatch | None = None  # this process's pokes (poke mode, or one reschedule poke)
+        self._outage: Exception | None = None  # why the last poke got no reading, if it got none
 
     def execute(self, context: Context) -> Any:
         try:  # before Airflow's poke loop, which would let soft_fail skip this AirflowFailException
@@ -120,14 +121,22 @@ class ContentExporterExportSensor(BaseSensorOperator):
 
     def _poke_until_done(self, context: Context) -> Any:
         """Airflow's poke loop; its timeout says which page, how far and how long, when this process knows."""
+        from airflow_provider_cex.triggers.events import wait_error
+
         try:
             return super().execute(context)
         except AirflowSensorTimeout as err:
+            if self._outage is not None:  # an outage until the deadline: an error in every mode
+                raise wait_error(self.export_hash, self._outage) from err
             if self._watch is None:
                 raise
             raise AirflowSensorTimeout(self._watch.timed_out_message(self.timeout)) from err
         except AirflowSkipException as err:  # soft_fail: Airflow skips a timeout with its own words
-            if self._watch is None or not str(err).startswith("Sensor has timed out"):
+            if not str(err).startswith("Sensor has timed out"):
+                raise
+            if self._outage is not None:  # not skipped: a skip would hide a broken connection
+                raise wait_error(self.export_hash, self._outage) from err
+            if self._watch is None:
                 raise
             message = self._watch.timed_out_message(self.timeout)
             raise AirflowSkipException(f"Skipping (soft_fail): {message}") from err
@@ -169,7 +178,9 @@ class ContentExporterExportSensor(BaseSensorOperator):
                 reading = hook.get_export_progress(export_hash)
             except ContentExporterTransientError as err:
                 self.log.warning("%s", watch.unavailable_line(err))
+                self._outage = err
                 return False
+        self._outage = None
         watch.observe(reading.progress)
         # Airflow's loop owns the deadline here (also across reschedules): past_deadline is its call.
         step = next_step(reading, past_deadline=False)

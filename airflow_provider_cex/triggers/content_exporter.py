@@ -110,7 +110,7 @@ class ContentExporterExportTrigger(BaseTrigger):
                         # An outage shorter than the deadline must not fail a long export.
                         if time.time() < self.end_time:
                             self.log.warning("%s", watch.unavailable_line(err))
-                        else:  # past the deadline without an answer: an error, not a timeout
+                        else:  # an outage until the deadline: an error, as in a worker (events.wait_error)
                             yield self._event(ERROR, watch, message=str(err))
                             return
                     else:

@@ -98,8 +98,6 @@ def watch_of(event: dict[str, Any], export_hash: str | None) -> ExportWatch:
 def _outcome(event: object, export_hash: str | None) -> dict[str, Any]:
     from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout
 
-    from airflow_provider_cex.exceptions import ContentExporterError
-
     if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
         raise AirflowException(
             f"The Content Exporter trigger sent an unexpected event {event!r}; expected a status among "
@@ -114,4 +112,13 @@ def _outcome(event: object, export_hash: str | None) -> dict[str, Any]:
         raise export_failed(watch_of(event, export_hash), message)
     if status == TIMEOUT:  # the trigger said it in full (progress.ExportWatch.timed_out_message)
         raise AirflowSensorTimeout(message or watch_of(event, export_hash).timed_out_message())
-    raise ContentExporterError(f"Content Exporter export {export_hash}: {message}")
+    raise wait_error(export_hash, message)
+
+
+def wait_error(export_hash: str | None, message: object) -> Exception:
+    """The error that ends a wait in every mode when the cause is not the export's: a rejected key, an unknown
+    hash, an unreadable answer, or an outage that lasted until the deadline. Task retries apply, and
+    ``soft_fail`` does not skip it: a skip would hide a broken connection."""
+    from airflow_provider_cex.exceptions import ContentExporterError
+
+    return ContentExporterError(f"Content Exporter export {export_hash}: {message}")

@@ -163,3 +163,27 @@ def test_soft_fail_never_hides_a_wrong_path_behind_a_skip(
     dag_run = run_dag(dag, {"page_id": "42"}, logical_date=LOGICAL_DATE)
 
     assert task_states(dag_run) == {"export": ("failed", 1)}  # failed, not skipped
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in the worker", "deferred"])
+def test_an_outage_until_the_deadline_is_an_error_not_a_skip_in_both_modes(
+    airflow_db, served_emulator, tmp_path, deferrable, task_log
+):
+    """Waiting in the worker or deferred, an outage that outlasts the timeout fails the try (retryable: the
+    next try reconnects to the export), even with soft_fail, and says the service did not answer."""
+    served_emulator.export_seconds = 3600
+    dag = one_task_dag(
+        f"cex_one_task_outage_{deferrable}",
+        tmp_path / "o.pdf",
+        deferrable=deferrable,
+        soft_fail=True,
+        timeout=2,
+        retries=0,
+    )
+    served_emulator.outage("export_progress", seconds=120, status=503, retry_after="0")
+    dag_run = run_dag(dag, {"page_id": "4242"}, logical_date=LOGICAL_DATE)
+
+    assert task_states(dag_run) == {"export": ("failed", 1)}
+    output = task_log()
+    assert "Could not check the progress of export" in output and "HTTP 503" in output
+    assert "Skipping" not in output and not (tmp_path / "o.pdf").exists()

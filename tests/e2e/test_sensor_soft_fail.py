@@ -117,3 +117,23 @@ def test_a_rejected_key_at_a_poke_fails_the_sensor(airflow_db, served_emulator, 
     )
 
     assert task_states(dag_run)["wait_for_export"] == ("failed", 1)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [{"deferrable": True}, {"deferrable": False}, {"deferrable": False, "mode": "poke"}],
+    ids=["deferred", "reschedule mode", "poke mode"],
+)
+def test_an_outage_until_the_deadline_fails_the_sensor_in_every_mode(
+    airflow_db, served_emulator, task_log, mode
+):
+    """Not a timeout to skip: the service never answered, so soft_fail does not hide it (like a bad key)."""
+    served_emulator.outage(PROGRESS, seconds=120, status=503, retry_after="0")
+    name = "_".join(str(v) for v in mode.values())
+    dag = soft_fail_dag(f"cex_sf_outage_{name}", export_hash=UNKNOWN_HASH, timeout=2, **mode)
+    dag_run = run_dag(dag, logical_date=LOGICAL_DATE)
+
+    assert task_states(dag_run)["wait_for_export"] == ("failed", 1)
+    output = task_log()
+    assert f"Content Exporter export {UNKNOWN_HASH}: Could not check the progress" in output
+    assert "HTTP 503" in output and "Skipping" not in output
