@@ -53,7 +53,7 @@ from airflow_provider_cex.tls import tls_failure
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen __init__s set each field by object.__setattr__ (µs a poll)
 class Send:
     """Send a request and read its status line and headers (not its body)."""
 
@@ -67,7 +67,7 @@ class Send:
     budget: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Head:
     """The status and headers of an answer (headers as the transport has them: case-insensitive)."""
 
@@ -75,7 +75,7 @@ class Head:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Read:
     """Read the body of the answer just received, decoded, up to ``limit`` bytes (``strict``: more, or a
     corrupt coding, is an :class:`~airflow_provider_cex.answers.UnreadableBody`)."""
@@ -89,9 +89,12 @@ class Discard:
 
 
 DISCARD = Discard()
+#: The two reads there are: a small answer (strict), an error's body (to quote; what arrives is kept).
+READ_ANSWER = Read(MAX_SMALL_BODY, strict=True)
+READ_ERROR_BODY = Read(MAX_ERROR_BODY, strict=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Probe:
     """Send ``method url`` without the key and without a body; only its status matters."""
 
@@ -99,14 +102,14 @@ class Probe:
     url: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wait:
     """Sleep before the next attempt."""
 
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Broken:
     """What a transport saw when the network failed, in the terms the failures are decided in."""
 
@@ -120,7 +123,7 @@ class Broken:
     proxy_status: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
     """A successful small answer: its head and its decoded body."""
 
@@ -249,13 +252,13 @@ class Driver:
                     yield DISCARD
                     raise RetryableFailure("the server answered 206 to a request without Range")
                 return head
-            body = yield Read(MAX_SMALL_BODY, strict=True)
+            body = yield READ_ANSWER
             if isinstance(body, Broken):  # the request was answered, so it surely was sent
                 raise failure_of(replace(body, surely_not_sent=False), call, self.settings, url)
             if isinstance(body, UnreadableBody):
                 raise unreadable_answer(call, body.reason)
             return Answer(head, body)
-        error_body = yield Read(MAX_ERROR_BODY, strict=False)
+        error_body = yield READ_ERROR_BODY
         keyless = (yield Probe(call.method, url)) if should_probe_route(status, url, self.settings) else None
         raise failure_for_status(
             status,

@@ -30,6 +30,7 @@ from airflow_provider_cex import (
 from airflow_provider_cex.endpoints import DEFAULT_PATHS, ENDPOINT_NAMES, PLACEHOLDER
 from airflow_provider_cex.exceptions import ContentExporterAuthError, ContentExporterError
 from airflow_provider_cex.inputs import clip, validate_page_id
+from airflow_provider_cex.proxies import environment_proxy
 from airflow_provider_cex.redaction import redact_url
 
 REGION_URLS = {"us": US_APPLICATION_URL, "eu": EU_APPLICATION_URL}
@@ -96,10 +97,7 @@ class ConnectionSettings:
         explicit = self.proxy_for(url)
         if explicit:
             return explicit, True
-        import requests.utils
-
-        from_env = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
-        return (from_env or None), False
+        return environment_proxy(url), False
 
 
 def parse_region(value: Any) -> str | None:

@@ -23,7 +23,18 @@ from yarl import URL
 
 from airflow_provider_cex import DEFAULT_CONN_ID
 from airflow_provider_cex.answers import BodyDecoder, ExportProgress, UnreadableBody, decode_progress
-from airflow_provider_cex.calls import Broken, Discard, Driver, Head, Probe, Read, Send, Steps, out_of_time
+from airflow_provider_cex.calls import (
+    Broken,
+    Discard,
+    Driver,
+    Head,
+    Probe,
+    Read,
+    Send,
+    Steps,
+    Wait,
+    out_of_time,
+)
 from airflow_provider_cex.endpoints import EXPORT_PROGRESS
 from airflow_provider_cex.failures import CONNECTION_REFUSED, unreadable_answer
 from airflow_provider_cex.inputs import validate_export_hash
@@ -73,7 +84,7 @@ class ContentExporterAsyncHook(BaseHook):
         super().__init__(**kwargs)
         self.content_exporter_conn_id = content_exporter_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
-        self.rng = rng or random.Random()
+        self.rng = rng  # None: the random module's generator (a Random() per trigger costs a urandom seed)
         self.sleep = sleep or asyncio.sleep
         self.on_retry = on_retry
         self.settings: ConnectionSettings | None = None
@@ -138,8 +149,9 @@ class ContentExporterAsyncHook(BaseHook):
         One timer per call bounds each attempt by its budget (rescheduled when an attempt starts, off
         while waiting between attempts); when it fires, the steps hear that the attempt ran out of time.
         """
+        assert self._session is not None
+        session, loop = self._session, asyncio.get_running_loop()
         resp: aiohttp.ClientResponse | None = None
-        loop = asyncio.get_running_loop()
         budget = 0.0
         outcome: Any = None
         try:
@@ -152,24 +164,38 @@ class ContentExporterAsyncHook(BaseHook):
                                 action = steps.send(outcome)
                             except StopIteration as done:
                                 return done.value
-                            if isinstance(action, Send):
+                            if type(action) is Send:
                                 if resp is not None:
                                     resp.release()
+                                    resp = None
                                 if action.first_hop:
                                     budget = action.budget or 0.0
                                     clock.reschedule(loop.time() + budget if action.budget else None)
-                                resp, outcome = await self._send(action)
-                            elif isinstance(action, Read):
+                                try:
+                                    resp = await session.request(
+                                        action.method,
+                                        action.url,
+                                        headers=action.headers,
+                                        json=action.json,
+                                        allow_redirects=False,
+                                        ssl=self._ssl,
+                                        proxy=self._proxy_for(action.url),
+                                    )
+                                    outcome = Head(resp.status, resp.headers)
+                                except (TimeoutError, aiohttp.ClientError) as err:
+                                    outcome = broken(err)
+                            elif type(action) is Read:
                                 assert resp is not None, "Read follows a Send"
-                                outcome = await self._read(resp, action)
+                                outcome = await _read(resp, action)
                                 resp = None
-                            elif isinstance(action, Discard):
+                            elif type(action) is Discard:
                                 if resp is not None:
                                     resp.release()
                                 resp = outcome = None
-                            elif isinstance(action, Probe):
+                            elif type(action) is Probe:
                                 outcome = await self._keyless_status(action.method, action.url)
                             else:
+                                assert isinstance(action, Wait)
                                 clock.reschedule(None)
                                 outcome = await self.sleep(action.seconds)
                 except TimeoutError:
@@ -182,34 +208,6 @@ class ContentExporterAsyncHook(BaseHook):
         finally:
             if resp is not None:
                 resp.close()
-
-    async def _send(self, action: Send) -> tuple[aiohttp.ClientResponse | None, Head | Broken]:
-        assert self._session is not None
-        try:
-            resp = await self._session.request(
-                action.method,
-                action.url,
-                headers=action.headers,
-                json=action.json,
-                allow_redirects=False,
-                ssl=self._ssl,
-                proxy=self._proxy_for(action.url),
-            )
-        except (TimeoutError, aiohttp.ClientError) as err:
-            return None, broken(err)
-        return resp, Head(resp.status, resp.headers)
-
-    async def _read(self, resp: aiohttp.ClientResponse, action: Read) -> bytes | Broken | UnreadableBody:
-        decoder = BodyDecoder(resp.headers.get("Content-Encoding"), action.limit, strict=action.strict)
-        try:
-            await _read_into(resp, decoder)
-            return decoder.result()
-        except UnreadableBody as err:
-            return err
-        except (TimeoutError, aiohttp.ClientError) as err:
-            return broken(err)
-        finally:
-            resp.release()
 
     async def _keyless_status(self, method: str, url: str) -> int | None:
         """The status of ``method url`` without the key or a body (to explain a 404); None if it fails."""
@@ -251,6 +249,21 @@ def broken(err: BaseException) -> Broken:
     if isinstance(err, asyncio.TimeoutError):
         return Broken("the server did not answer in time (read timeout)")
     return Broken(f"the connection broke ({type(err).__name__})")
+
+
+async def _read(resp: aiohttp.ClientResponse, action: Read) -> bytes | Broken | UnreadableBody:
+    """The body of ``resp`` through a decoder (:class:`~airflow_provider_cex.calls.Read`); the connection goes
+    back to the pool."""
+    decoder = BodyDecoder(resp.headers.get("Content-Encoding"), action.limit, strict=action.strict)
+    try:
+        await _read_into(resp, decoder)
+        return decoder.result()
+    except UnreadableBody as err:
+        return err
+    except (TimeoutError, aiohttp.ClientError) as err:
+        return broken(err)
+    finally:
+        resp.release()
 
 
 async def _read_into(resp: aiohttp.ClientResponse, decoder: BodyDecoder) -> None:
