@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .artifacts import Artifact
 from .faults import Fault
-from .serving import read_range, requested_range, reset_connection
+from .serving import read_range, requested_range, reset_connection, serve_range
 
 
 async def serve_artifact(
@@ -46,13 +46,10 @@ async def _serve_over_tls(
     size = artifact.size
     etag = f'"{artifact.sha256[:32]}"'
     headers.update({"Accept-Ranges": "bytes", "ETag": etag})
-    start, stop, status = 0, size, 200
-    if "Range" in request.headers and request.headers.get("If-Range", etag) == etag:
-        wanted = requested_range(request, size)
-        if wanted is None:
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-        (start, stop), status = wanted, 206
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    served = serve_range(request, size, etag, headers)
+    if isinstance(served, web.Response):
+        return served
+    start, stop, status = served
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = stop - start
     await response.prepare(request)

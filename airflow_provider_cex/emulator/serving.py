@@ -248,17 +248,14 @@ async def _drip(request: web.Request, response: web.StreamResponse, fault: Fault
         path: Path = response._path  # the file the service was about to send (aiohttp keeps it there)
         stat = path.stat()
         size = stat.st_size
-        start, stop = 0, size
         etag = f'"{stat.st_mtime_ns:x}-{size:x}"'  # the validator FileResponse gives the same file
         headers.update({"Accept-Ranges": "bytes", "ETag": etag})
         if "Content-Disposition" in response.headers:
             headers["Content-Disposition"] = response.headers["Content-Disposition"]
-        if "Range" in request.headers and request.headers.get("If-Range", etag) == etag:
-            wanted = requested_range(request, size)
-            if wanted is None:
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-            (start, stop), status = wanted, 206
-            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        served = serve_range(request, size, etag, headers)
+        if isinstance(served, web.Response):
+            return served
+        start, stop, status = served
         length = stop - start
         chunks = read_range(path, start, length, chunk_size=4096)
     else:
@@ -286,6 +283,22 @@ async def _drip(request: web.Request, response: web.StreamResponse, fault: Fault
 
 
 # ------------------------------------------------------------------------------------ byte ranges
+
+
+def serve_range(
+    request: web.Request, size: int, etag: str, headers: dict[str, str]
+) -> tuple[int, int, int] | web.Response:
+    """``(start, stop, status)`` of what to send of ``size`` bytes: all (200), or the ``Range`` asked for
+    (206, its ``Content-Range`` added to ``headers``) unless ``If-Range`` names another version; or the 416
+    answer for a range that cannot be served."""
+    if "Range" not in request.headers or request.headers.get("If-Range", etag) != etag:
+        return 0, size, 200
+    wanted = requested_range(request, size)
+    if wanted is None:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+    start, stop = wanted
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    return start, stop, 206
 
 
 def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
