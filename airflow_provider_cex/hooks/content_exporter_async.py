@@ -127,8 +127,12 @@ class ContentExporterAsyncHook(BaseHook):
             session, self._session = self._session, None
             await session.close()
 
-    async def get_export_progress(self, export_hash: str) -> ExportProgress:
-        """Read the progress of an export, retrying transient failures as the sync hook does."""
+    async def get_export_progress(self, export_hash: str, within: float | None = None) -> ExportProgress:
+        """Read the progress of an export, retrying transient failures as the sync hook does.
+
+        :param within: seconds the whole call may take, retries and their waits included; past them it
+            raises ``TimeoutError`` (a trigger's deadline: one timer per call, not two).
+        """
         if self.driver is None or self._session is None:
             raise RuntimeError("use ContentExporterAsyncHook in 'async with'")
         known = self._calls.get(export_hash)
@@ -137,26 +141,29 @@ class ContentExporterAsyncHook(BaseHook):
             url = self.driver.settings.url(EXPORT_PROGRESS, export_hash)
             known = self._calls[export_hash] = (url, Call(EXPORT_PROGRESS, export_hash))
         url, call = known
-        answer = await self.run(self.driver.small(call, url))
+        until = None if within is None else asyncio.get_running_loop().time() + within
+        answer = await self.run(self.driver.small(call, url), until)
         try:
             return decode_progress(export_hash, answer.body, self.driver.settings.api_key)
         except UnreadableBody as err:  # JSON nested too deeply
             raise unreadable_answer(call, err.reason) from None
 
-    async def run(self, steps: Steps[T]) -> T:
+    async def run(self, steps: Steps[T], until: float | None = None) -> T:
         """Perform the steps of a call (:mod:`airflow_provider_cex.calls`) to their end: send, read, sleep.
 
-        One timer per call bounds each attempt by its budget (rescheduled when an attempt starts, off
-        while waiting between attempts); when it fires, the steps hear that the attempt ran out of time.
+        One timer per call bounds each attempt by its budget (rescheduled when an attempt starts) and the
+        whole call by ``until`` (loop time; past it, ``TimeoutError``). When an attempt's budget runs out,
+        the steps hear that it ran out of time, and decide.
         """
         assert self._session is not None
         session, loop = self._session, asyncio.get_running_loop()
         resp: aiohttp.ClientResponse | None = None
         budget = 0.0
         outcome: Any = None
+        by_deadline = until is not None  # whether the clock is set for ``until`` (not an attempt's budget)
         try:
             while True:
-                clock = asyncio.timeout(None)
+                clock = asyncio.timeout(until)
                 try:
                     async with clock:
                         while True:
@@ -170,7 +177,9 @@ class ContentExporterAsyncHook(BaseHook):
                                     resp = None
                                 if action.first_hop:
                                     budget = action.budget or 0.0
-                                    clock.reschedule(loop.time() + budget if action.budget else None)
+                                    end = loop.time() + budget if action.budget else None
+                                    by_deadline = until is not None and (end is None or until <= end)
+                                    clock.reschedule(until if by_deadline else end)
                                 try:
                                     resp = await session.request(
                                         action.method,
@@ -196,10 +205,11 @@ class ContentExporterAsyncHook(BaseHook):
                                 outcome = await self._keyless_status(action.method, action.url)
                             else:
                                 assert isinstance(action, Wait)
-                                clock.reschedule(None)
+                                by_deadline = until is not None
+                                clock.reschedule(until)
                                 outcome = await self.sleep(action.seconds)
                 except TimeoutError:
-                    if not clock.expired():
+                    if not clock.expired() or by_deadline:
                         raise
                     if resp is not None:
                         resp.close()

@@ -101,8 +101,7 @@ class ContentExporterExportTrigger(BaseTrigger):
                     # deadline still gets one reading of DEADLINE_GRACE seconds).
                     budget = max(self.end_time - time.time(), DEADLINE_GRACE)
                     try:
-                        async with asyncio.timeout(budget):
-                            reading = await hook.get_export_progress(self.export_hash)
+                        reading = await hook.get_export_progress(self.export_hash, within=budget)
                     except TimeoutError:
                         yield self._timeout(watch, unanswered=True)
                         return
