@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-af2 test-floors lint docs bench faults clean
+.PHONY: demo airflow airflow-celery test test-af2 test-floors lint docs bench faults clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(STAMP)
 
 airflow: $(STAMP)
 	$(BIN)/python scripts/airflow_stack.py
+
+# The same on CeleryExecutor: PostgreSQL, Redis, moto S3 and two Celery workers, all on 127.0.0.1 (installs
+# the first two with scripts/install_services.sh when missing); Ctrl-C stops every process it started.
+airflow-celery: $(STAMP)
+	bash scripts/install_services.sh
+	$(BIN)/python scripts/celery_stack.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -367,8 +367,13 @@ def _stop(
         time.sleep(3)
 
 
-def _wait_until_ready(stack: Stack, timeout: float, log: Callable[[str], None]) -> None:
-    """Until the health endpoint reports every component healthy and the example DAGs are parsed."""
+def _wait_until_ready(
+    stack: Stack,
+    timeout: float,
+    log: Callable[[str], None],
+    dag_ids: tuple[str, ...] = EXAMPLE_DAG_IDS,
+) -> None:
+    """Until the health endpoint reports every component healthy and ``dag_ids`` are parsed."""
     deadline = time.monotonic() + timeout
     health: Any = None
     found: set[str] = set()
@@ -394,7 +399,7 @@ def _wait_until_ready(stack: Stack, timeout: float, log: Callable[[str], None]) 
                 with stack.session() as http:
                     dags = http.get(f"{stack.api_url}/api/v2/dags", params={"limit": 100}, timeout=10).json()
                     found = {dag["dag_id"] for dag in dags.get("dags", [])}
-                    if found.issuperset(EXAMPLE_DAG_IDS):
+                    if found.issuperset(dag_ids):
                         return
                     errors = http.get(f"{stack.api_url}/api/v2/importErrors", timeout=10).json()
                     if errors.get("total_entries"):

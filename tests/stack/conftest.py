@@ -74,6 +74,43 @@ def stack() -> Iterator[Any]:
     assert not leftovers, f"processes of the stack still running after it stopped: {leftovers}"
 
 
+def load_celery_stack_module() -> ModuleType:
+    """scripts/celery_stack.py, imported by path (it imports scripts/airflow_stack.py itself)."""
+    load_stack_module()
+    name = "celery_stack"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "celery_stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def celery_stack() -> Iterator[Any]:
+    """The CeleryExecutor stack (scripts/celery_stack.py) for one test module, stopped after its last test.
+
+    PostgreSQL, Redis, moto S3, the emulator and two Celery workers; its home stays in
+    ``.demo/celery-stack-test`` for a look after a failure.
+    """
+    if not ENABLED:
+        pytest.skip("real Airflow stack tests: set CEX_STACK_TESTS=1")
+    module = load_celery_stack_module()
+    started = time.monotonic()
+    with module.celery_stack(
+        ROOT / ".demo" / "celery-stack-test",
+        export_seconds=EXPORT_SECONDS,
+        scheduled_runs=False,
+        log=lambda message: print(f"[celery-stack] {message}", file=sys.stderr, flush=True),
+    ) as running:
+        print(f"[celery-stack] ready after {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        yield running
+    leftovers = running.pids() + running.service_pids()
+    assert not leftovers, f"processes of the Celery stack still running after it stopped: {leftovers}"
+
+
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Any]:
     """A Playwright page in a fresh headless Chromium profile (1280 x 1100)."""
